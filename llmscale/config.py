@@ -1,0 +1,531 @@
+"""Typed, frozen run configuration: the one YAML loader, strict keys, `--set` overrides, run_id.
+
+Precedence: dataclass defaults < YAML file < `--set section.key=value` overrides.
+
+A config file has one section per dataclass below (`data`, `tokenizer`, `model`, `train`,
+`eval`, `sweep`, `output`) plus a top-level `name`. Every field documents its unit. Unknown
+keys, wrong types and out-of-range values raise `UserError` naming the key path, the value
+and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from llmscale.errors import UserError
+
+# Special tokens every tokenizer carries; the document separator is the first.
+SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",)
+BYTES_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the text comes from. Everything here is fingerprinted into the token cache key."""
+
+    source: str = "synthetic"  # synthetic | files | hf
+    # files: local text / jsonl / parquet files or globs, read through `datasets` builders.
+    paths: tuple[str, ...] = ()
+    # hf: `datasets.load_dataset(path, name)`, e.g. path=wikitext, name=wikitext-103-raw-v1.
+    path: str | None = None
+    name: str | None = None
+    revision: str | None = None
+    text_field: str = "text"  # column holding the text (hf, jsonl, parquet)
+    train_split: str = "train"
+    validation_split: str | None = "validation"  # used when the dataset has it
+    streaming: bool = False  # hf only: stream instead of downloading the whole dataset
+    max_bytes: int | None = None  # cap on UTF-8 bytes read from the training split
+    val_fraction: float = 0.01  # held-out fraction when there is no validation split
+    # synthetic: a seeded language with an exactly known entropy rate (bits per byte).
+    synthetic_tokens: int = 3_000_000  # words generated for the training split
+    synthetic_val_tokens: int = 200_000  # words generated for the validation split
+    synthetic_vocab: int = 2048  # distinct words in the synthetic language
+    synthetic_zipf: float = 1.1  # Zipf exponent of word and rule frequencies
+    seed: int = 0  # seeds the synthetic generator and the held-out split
+    cache_dir: str | None = None  # else $LLMSCALE_CACHE, else ~/.cache/llmscale
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    kind: str = "bpe"  # bpe (byte-level BPE trained on the training split) | bytes (256 + specials)
+    # Tokens in the vocabulary, specials included; sets the model's vocab_size.
+    # For kind=bytes it must be left unset (it is 256 + specials = 257).
+    vocab_size: int | None = 4096
+    min_frequency: int = 2  # BPE merges need a pair seen at least this often
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 64  # width of token embeddings
+    hidden_dim: int = 64  # LSTM hidden size, per layer
+    num_layers: int = 1  # stacked LSTM layers
+    dropout: float = 0.0  # between layers and before the output projection, in [0, 1)
+    tie_weights: bool = False  # share embedding and output matrices (needs embedding_dim == hidden_dim)
+    init: str = "default"  # default (PyTorch's) | uniform (U(-0.1, 0.1) as word_language_model)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    tokens: int = 2_000_000  # training tokens, all ranks together
+    flops: float | None = None  # FLOP budget; when set, tokens = flops / flops_per_token
+    batch_size: int = 32  # sequences per optimizer step, all ranks together
+    micro_batch_size: int | None = None  # sequences per forward; None = batch_size / world_size
+    seq_len: int = 64  # truncated-BPTT length, tokens
+    lr: float = 3.0e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # cosine floor as a fraction of lr (~lr/10 per Chinchilla)
+    warmup_frac: float = 0.02  # fraction of optimizer steps spent in linear warmup
+    weight_decay: float = 0.1  # decoupled (AdamW)
+    decay_embeddings_and_biases: bool = False  # False: no weight decay on biases and embeddings
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    seed: int = 0  # seeds weights, dropout and data order
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    tokens: int = 100_000  # held-out tokens per evaluation (capped by the validation split)
+    every_tokens: int | None = None  # evaluate every this many training tokens; None = ~10 times a run
+    batch_size: int | None = None  # sequences per eval batch; None = train.batch_size
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    partition: str | None = None
+    time_min: int = 240  # wall-clock limit per array task, minutes
+    gpus_per_run: int = 1  # GPUs per run; > 1 runs DDP inside the task
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    max_parallel: int | None = None  # cap on array tasks running at once
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """How the base run is varied. Keys are dotted config paths, e.g. `model.hidden_dim`."""
+
+    grid: dict[str, list[Any]] = field(default_factory=dict)  # cartesian product
+    zip: dict[str, list[Any]] = field(default_factory=dict)  # paired axes of equal length
+    runs: list[dict[str, Any]] = field(default_factory=list)  # explicit runs (overrides each)
+    seeds: list[int] = field(default_factory=list)  # train.seed axis
+    budgets: list[float] = field(default_factory=list)  # FLOP budgets; tokens from accounting
+    derived: dict[str, str] = field(default_factory=dict)  # e.g. model.embedding_dim: model.hidden_dim
+    executor: str = "local"  # local | slurm
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = "runs/default"  # sweep directory (or run directory for `llmscale train`)
+    log_every_steps: int = 10  # optimizer steps between metrics.csv rows
+    checkpoint_every_minutes: float = 10.0  # wall-clock minutes between checkpoints
+    checkpoint_every_tokens: int | None = None  # tokens between checkpoints (in addition)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def vocab_size(self) -> int:
+        """The model's vocabulary: the tokenizer's, specials included."""
+        if self.tokenizer.kind == "bytes":
+            return BYTES_VOCAB_SIZE
+        assert self.tokenizer.vocab_size is not None
+        return self.tokenizer.vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self)
+
+
+# Sections that do not change what is trained, and so stay out of run_id.
+_OUTPUT_ONLY_SECTIONS = ("name", "sweep", "output")
+# Fields that do not change what is trained either (cache location only).
+_OUTPUT_ONLY_FIELDS = (("data", "cache_dir"),)
+
+
+def run_identity(cfg: RunConfig) -> dict[str, Any]:
+    """The part of the config that determines the trained model: what run_id hashes."""
+    d = cfg.to_dict()
+    for key in _OUTPUT_ONLY_SECTIONS:
+        d.pop(key, None)
+    for section, key in _OUTPUT_ONLY_FIELDS:
+        d[section].pop(key, None)
+    return d
+
+
+def run_id(cfg: RunConfig) -> str:
+    """A short, stable hash of the resolved run config (independent of key order and output)."""
+    blob = json.dumps(run_identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Hash of the whole resolved config, output settings included (for provenance)."""
+    blob = json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Defaults < YAML file < `--set a.b=c` overrides, validated into a frozen RunConfig."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = read_yaml(path)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {str(p)!r} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"config file {str(p)!r} cannot be read: {e}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"config file {str(p)!r} is not valid YAML{where}: {problem}") from None
+    if doc is None:
+        raise UserError(f"config file {str(p)!r} is empty; expected a mapping of sections "
+                        f"({', '.join(_section_names())})")
+    if not isinstance(doc, dict):
+        raise UserError(f"config file {str(p)!r} must be a mapping of sections "
+                        f"({', '.join(_section_names())}), got a {type(doc).__name__}")
+    return doc
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`section.key=value` with the value parsed as YAML (so lists and numbers work)."""
+    if "=" not in item:
+        raise UserError(f"--set {item!r}: expected section.key=value, e.g. train.lr=1e-3")
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {item!r}: the key before '=' is empty")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key, value
+
+
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def with_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """A new validated config with dotted-key overrides applied (used by sweep expansion)."""
+    raw = cfg.to_dict()
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+    return from_dict(raw)
+
+
+def from_dict(raw: dict[str, Any]) -> RunConfig:
+    cfg = _build(RunConfig, raw, "")
+    _check_ranges(cfg)
+    return cfg
+
+
+def valid_keys() -> list[str]:
+    """Every dotted key a config may set (for error messages and docs)."""
+    out: list[str] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            t = _hints(cls)[f.name]
+            if dataclasses.is_dataclass(t):
+                walk(t, f"{prefix}{f.name}.")
+            else:
+                out.append(prefix + f.name)
+
+    walk(RunConfig, "")
+    return out
+
+
+def _section_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "the config"
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a mapping, got {raw!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            path = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]!s}?" if close else ""
+            raise UserError(f"unknown key {path!r}{hint} (valid keys in {where}: {', '.join(names)})")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        t = hints[name]
+        path = f"{prefix}{name}"
+        if dataclasses.is_dataclass(t):
+            kwargs[name] = _build(t, raw[name], path + ".")
+        else:
+            kwargs[name] = _coerce(path, raw[name], t)
+    return cls(**kwargs)
+
+
+def _type_name(t: Any) -> str:
+    origin = typing.get_origin(t)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(t))
+    if t is type(None):
+        return "null"
+    if origin is not None:
+        return getattr(origin, "__name__", str(origin))
+    return getattr(t, "__name__", str(t))
+
+
+def _coerce(path: str, value: Any, t: Any) -> Any:
+    """Check (and where unambiguous, convert) `value` to type `t`, or raise UserError."""
+    origin = typing.get_origin(t)
+    args = typing.get_args(t)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(path, value, a)
+            except UserError as e:
+                errors.append(e)
+        raise UserError(f"{path}: expected {_type_name(t)}, got {value!r}")
+    if t is bool:
+        if isinstance(value, bool):
+            return value
+        raise UserError(f"{path}: expected true or false, got {value!r}")
+    if t is int:
+        if isinstance(value, bool):
+            raise UserError(f"{path}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        # YAML reads 2e6 as a string and 2.0e6 as a float: accept integral numbers either way.
+        num = _as_number(value)
+        if num is not None and math.isfinite(num) and float(num).is_integer():
+            return int(num)
+        raise UserError(f"{path}: expected an integer, got {value!r}")
+    if t is float:
+        if isinstance(value, bool):
+            raise UserError(f"{path}: expected a number, got {value!r}")
+        num = _as_number(value)
+        if num is None or math.isnan(num):
+            raise UserError(f"{path}: expected a number, got {value!r}")
+        return float(num)
+    if t is str:
+        if isinstance(value, str):
+            return value
+        raise UserError(f"{path}: expected a string, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{path}: expected a list, got {value!r}")
+        return tuple(_coerce(f"{path}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(f"{path}[{i}]", v, args[0]) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(f"{path}.{k}", v, args[1]) for k, v in value.items()}
+    if t is Any:
+        return value
+    raise AssertionError(f"unsupported config type {t!r} at {path}")
+
+
+def _as_number(value: Any) -> float | int | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return float(value.replace("_", ""))
+        except ValueError:
+            return None
+    return None
+
+
+def _fail(path: str, value: Any, allowed: str) -> None:
+    raise UserError(f"{path}: {value!r} is out of range; allowed: {allowed}")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    d, tok, m, tr, ev, sw, out = (cfg.data, cfg.tokenizer, cfg.model, cfg.train, cfg.eval,
+                                  cfg.sweep, cfg.output)
+    if not cfg.name:
+        _fail("name", cfg.name, "a non-empty string")
+    if d.source not in ("synthetic", "files", "hf"):
+        _fail("data.source", d.source, "synthetic, files or hf")
+    if d.source == "files" and not d.paths:
+        raise UserError("data.paths: data.source is files but no paths are given; "
+                        "set data.paths to files or globs (text, jsonl or parquet)")
+    if d.source == "hf" and not d.path:
+        raise UserError("data.path: data.source is hf but no dataset name is given, "
+                        "e.g. data.path=wikitext data.name=wikitext-103-raw-v1")
+    if d.max_bytes is not None and d.max_bytes < 1:
+        _fail("data.max_bytes", d.max_bytes, "a positive number of bytes, or null")
+    if not 0.0 < d.val_fraction < 0.5:
+        _fail("data.val_fraction", d.val_fraction, "0 < val_fraction < 0.5")
+    if d.synthetic_tokens < 1000:
+        _fail("data.synthetic_tokens", d.synthetic_tokens, ">= 1000 words")
+    if d.synthetic_val_tokens < 100:
+        _fail("data.synthetic_val_tokens", d.synthetic_val_tokens, ">= 100 words")
+    if not 2 <= d.synthetic_vocab <= 1_000_000:
+        _fail("data.synthetic_vocab", d.synthetic_vocab, "2 to 1,000,000 words")
+    if not 0.0 < d.synthetic_zipf <= 4.0:
+        _fail("data.synthetic_zipf", d.synthetic_zipf, "0 < synthetic_zipf <= 4")
+
+    if tok.kind not in ("bpe", "bytes"):
+        _fail("tokenizer.kind", tok.kind, "bpe or bytes")
+    if tok.kind == "bpe":
+        if tok.vocab_size is None or tok.vocab_size < BYTES_VOCAB_SIZE:
+            _fail("tokenizer.vocab_size", tok.vocab_size,
+                  f">= {BYTES_VOCAB_SIZE} for bpe (256 bytes + {len(SPECIAL_TOKENS)} special)")
+        if tok.vocab_size is not None and tok.vocab_size > 2**32 - 1:
+            _fail("tokenizer.vocab_size", tok.vocab_size, "< 2**32")
+    elif tok.vocab_size not in (None, BYTES_VOCAB_SIZE):
+        _fail("tokenizer.vocab_size", tok.vocab_size,
+              f"null (or {BYTES_VOCAB_SIZE}) for kind bytes: 256 bytes + specials")
+    if tok.min_frequency < 1:
+        _fail("tokenizer.min_frequency", tok.min_frequency, ">= 1")
+
+    for key in ("embedding_dim", "hidden_dim", "num_layers"):
+        v = getattr(m, key)
+        if v < 1:
+            _fail(f"model.{key}", v, "an integer >= 1")
+    if not 0.0 <= m.dropout < 1.0:
+        _fail("model.dropout", m.dropout, "0 <= dropout < 1")
+    if m.tie_weights and m.embedding_dim != m.hidden_dim:
+        raise UserError(f"model.tie_weights: true needs embedding_dim == hidden_dim, got "
+                        f"embedding_dim={m.embedding_dim}, hidden_dim={m.hidden_dim}")
+    if m.init not in ("default", "uniform"):
+        _fail("model.init", m.init, "default or uniform")
+
+    if tr.tokens < 1:
+        _fail("train.tokens", tr.tokens, "a positive number of tokens")
+    if tr.flops is not None and not (tr.flops > 0 and math.isfinite(tr.flops)):
+        _fail("train.flops", tr.flops, "a positive FLOP budget, or null")
+    for key in ("batch_size", "seq_len"):
+        v = getattr(tr, key)
+        if v < 1:
+            _fail(f"train.{key}", v, "an integer >= 1")
+    if tr.micro_batch_size is not None and not 1 <= tr.micro_batch_size <= tr.batch_size:
+        _fail("train.micro_batch_size", tr.micro_batch_size,
+              f"1 to train.batch_size ({tr.batch_size}), or null")
+    if not (tr.lr > 0 and math.isfinite(tr.lr)):
+        _fail("train.lr", tr.lr, "a positive, finite learning rate")
+    if not 0.0 <= tr.min_lr_ratio <= 1.0:
+        _fail("train.min_lr_ratio", tr.min_lr_ratio, "0 to 1")
+    if not 0.0 <= tr.warmup_frac < 1.0:
+        _fail("train.warmup_frac", tr.warmup_frac, "0 <= warmup_frac < 1")
+    if tr.weight_decay < 0:
+        _fail("train.weight_decay", tr.weight_decay, ">= 0")
+    for key in ("beta1", "beta2"):
+        v = getattr(tr, key)
+        if not 0.0 <= v < 1.0:
+            _fail(f"train.{key}", v, "0 <= beta < 1")
+    if tr.grad_clip < 0:
+        _fail("train.grad_clip", tr.grad_clip, ">= 0 (0 disables clipping)")
+    if tr.precision not in ("auto", "fp32", "bf16", "fp16"):
+        _fail("train.precision", tr.precision, "auto, fp32, bf16 or fp16")
+
+    if ev.tokens < 1:
+        _fail("eval.tokens", ev.tokens, "a positive number of tokens")
+    if ev.every_tokens is not None and ev.every_tokens < 1:
+        _fail("eval.every_tokens", ev.every_tokens, "a positive number of tokens, or null")
+    if ev.batch_size is not None and ev.batch_size < 1:
+        _fail("eval.batch_size", ev.batch_size, "an integer >= 1, or null")
+
+    if sw.executor not in ("local", "slurm"):
+        _fail("sweep.executor", sw.executor, "local or slurm")
+    for i, b in enumerate(sw.budgets):
+        if not (b > 0 and math.isfinite(b)):
+            _fail(f"sweep.budgets[{i}]", b, "positive FLOP budgets")
+    if sw.slurm.gpus_per_run < 1:
+        _fail("sweep.slurm.gpus_per_run", sw.slurm.gpus_per_run, ">= 1")
+    if sw.slurm.time_min < 1:
+        _fail("sweep.slurm.time_min", sw.slurm.time_min, ">= 1 minute")
+
+    if out.log_every_steps < 1:
+        _fail("output.log_every_steps", out.log_every_steps, ">= 1")
+    if not out.checkpoint_every_minutes > 0:
+        _fail("output.checkpoint_every_minutes", out.checkpoint_every_minutes, "> 0")
+    if out.checkpoint_every_tokens is not None and out.checkpoint_every_tokens < 1:
+        _fail("output.checkpoint_every_tokens", out.checkpoint_every_tokens, ">= 1, or null")
+
+
+def _to_plain(obj: Any) -> Any:
+    """Tuples to lists, recursively, so dicts round-trip through YAML and JSON unchanged."""
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def dump_yaml(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
