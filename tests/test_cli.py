@@ -1,0 +1,74 @@
+import subprocess
+import sys
+
+import pytest
+
+from llmscale import __version__
+from llmscale.cli import main
+
+BROKEN = {
+    "unknown_key.yaml": "model: {hiden_dim: 64}\n",
+    "unknown_section.yaml": "optimizer: {lr: 1}\n",
+    "negative_lr.yaml": "train: {lr: -3.0e-3}\n",
+    "zero_hidden.yaml": "model: {hidden_dim: 0}\n",
+    "zero_layers.yaml": "model: {num_layers: 0}\n",
+    "zero_seq_len.yaml": "train: {seq_len: 0}\n",
+    "tied_unequal.yaml": "model: {tie_weights: true, embedding_dim: 32, hidden_dim: 64}\n",
+    "list_document.yaml": "- model\n",
+    "empty.yaml": "",
+    "invalid_yaml.yaml": "model: {hidden_dim: 64\n",
+    "wrong_type.yaml": "train: {batch_size: thirty}\n",
+    "bad_source.yaml": "data: {source: s3}\n",
+    "files_without_paths.yaml": "data: {source: files}\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_validate_broken_configs_one_line_exit_2(tmp_path, capsys, name):
+    p = tmp_path / name
+    p.write_text(BROKEN[name])
+    assert main(["validate", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("llmscale: error: ")
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_validate_prints_resolved_config(capsys):
+    assert main(["validate", "--set", "model.hidden_dim=96"]) == 0
+    out = capsys.readouterr().out
+    assert "hidden_dim: 96" in out and "run_id:" in out and "params_nonembedding" in out
+
+
+def test_bad_flag_is_a_user_error(capsys):
+    assert main(["train", "--no-such-flag"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_debug_shows_traceback(tmp_path, capsys):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {hidden_dim: 0}\n")
+    assert main(["--debug", "validate", str(p)]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_internal_error_exits_1(monkeypatch, capsys):
+    import llmscale.cli as cli
+
+    def boom(args):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setitem(cli.COMMANDS, "validate", boom)
+    assert main(["validate"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" in err and "kaput" in err and "Traceback" not in err
+
+
+def test_python_dash_m_version_and_help_tree():
+    out = subprocess.run([sys.executable, "-m", "llmscale", "--version"], capture_output=True,
+                         text=True, check=True).stdout
+    assert __version__ in out
+    helptext = subprocess.run([sys.executable, "-m", "llmscale", "--help"], capture_output=True,
+                              text=True, check=True).stdout
+    for cmd in ("validate", "train", "sweep", "status", "fit", "plot", "report", "predict", "bench"):
+        assert cmd in helptext
