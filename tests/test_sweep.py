@@ -1,0 +1,175 @@
+"""Sweep planning, the dry-run table and bad input: no training (fast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmscale.accounting import run_accounting, tokens_for_flops
+from llmscale.cli import main
+from llmscale.config import from_dict
+from llmscale.errors import UserError
+from llmscale.records import RunRecord, read_results, upsert_record
+from llmscale.sweep import claim_sweep_dir, format_status, plan_sweep, run_dir_name, sweep_state
+
+BASE = {
+    "name": "t",
+    "data": {"source": "synthetic", "synthetic_tokens": 2000, "synthetic_val_tokens": 200,
+             "synthetic_vocab": 64},
+    "tokenizer": {"kind": "bytes", "vocab_size": None},
+    "model": {"embedding_dim": 8, "hidden_dim": 8, "num_layers": 1},
+    "train": {"tokens": 2048, "batch_size": 4, "seq_len": 16},
+    "eval": {"tokens": 256},
+}
+
+
+def cfg_with(sweep: dict, **sections) -> object:
+    raw = {**BASE, **sections, "sweep": sweep}
+    return from_dict(raw)
+
+
+def test_grid_zip_runs_seeds_derived_expand_as_a_product():
+    cfg = cfg_with({
+        "grid": {"model.hidden_dim": [8, 16, 32], "train.lr": [1e-3, 3e-3]},
+        "zip": {"model.num_layers": [1, 2], "train.batch_size": [4, 8]},
+        "seeds": [0, 1],
+        "derived": {"model.embedding_dim": "model.hidden_dim"},
+    })
+    runs = plan_sweep(cfg)
+    assert len(runs) == 3 * 2 * 2 * 2
+    combos = {(r.model.hidden_dim, r.train.lr, r.model.num_layers, r.train.batch_size,
+               r.train.seed) for r in runs}
+    assert len(combos) == 24
+    # zip pairs its axes, it does not cross them
+    assert {(r.model.num_layers, r.train.batch_size) for r in runs} == {(1, 4), (2, 8)}
+    # derived copies the final value of its source
+    assert all(r.model.embedding_dim == r.model.hidden_dim for r in runs)
+    assert len({r.run_id for r in runs}) == 24
+    assert {run_dir_name(r).rsplit("-", 1)[0] for r in runs} >= {"h8-l1", "h32-l2"}
+
+
+def test_explicit_runs_override_the_grid():
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16]},
+                    "runs": [{"train.lr": 0.01}, {"train.lr": 0.02, "model.hidden_dim": 32}]})
+    runs = plan_sweep(cfg)
+    got = sorted((r.model.hidden_dim, r.train.lr) for r in runs)
+    # (8, .02) and (16, .02) both become (32, .02): deduped
+    assert got == [(8, 0.01), (16, 0.01), (32, 0.02)]
+
+
+def test_budgets_set_tokens_from_the_accounting():
+    budgets = [1e9, 3e9]
+    cfg = cfg_with({"budgets": budgets, "grid": {"model.hidden_dim": [8, 16, 32]},
+                    "derived": {"model.embedding_dim": "model.hidden_dim"}})
+    runs = plan_sweep(cfg)
+    assert len(runs) == 6
+    for r in runs:
+        assert r.train.flops in budgets
+        assert r.train.tokens == tokens_for_flops(r.vocab_size, r.model, r.train.flops)
+        acc = run_accounting(r)
+        assert acc.tokens == r.train.tokens and acc.flops <= r.train.flops
+    # IsoFLOP: within a budget, bigger models get fewer tokens
+    for b in budgets:
+        toks = [r.train.tokens for r in sorted(runs, key=lambda r: r.model.hidden_dim)
+                if r.train.flops == b]
+        assert toks == sorted(toks, reverse=True) and toks[0] > toks[-1]
+
+
+def test_duplicate_run_ids_are_deduped_with_a_message():
+    messages = []
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16, 8], "train.lr": [1e-3, 0.001]}})
+    runs = plan_sweep(cfg, log=messages.append)
+    assert len(runs) == 2
+    assert len(messages) == 1 and "4 of 6" in messages[0] and "2 runs" in messages[0]
+
+
+def test_no_sweep_section_is_the_base_run():
+    cfg = cfg_with({})
+    assert [r.run_id for r in plan_sweep(cfg)] == [cfg.run_id]
+
+
+@pytest.mark.parametrize("sweep, match", [
+    ({"grid": {"model.hiden_dim": [8]}}, r"sweep\.grid: unknown config key 'model.hiden_dim'.*model.hidden_dim"),
+    ({"grid": {"model.hidden_dim": []}}, r"sweep\.grid\.model\.hidden_dim: expected a non-empty list"),
+    ({"zip": {"model.hidden_dim": [8, 16], "train.lr": [0.1]}}, r"sweep\.zip: paired axes must have equal lengths"),
+    ({"derived": {"model.embedding_dim": "model.width"}}, r"sweep\.derived: unknown source 'model.width'"),
+    ({"grid": {"model.hidden_dim": [8, -1]}}, r"model\.hidden_dim: -1 is out of range"),
+    ({"runs": [{}]}, r"sweep\.runs\[0\]: expected a non-empty mapping"),
+])
+def test_bad_sweep_specs_name_the_key(sweep, match):
+    with pytest.raises(UserError, match=match):
+        plan_sweep(cfg_with(sweep))
+
+
+def test_budget_too_small_for_one_batch():
+    # 64 tokens per batch; h32 costs ~6 * (4*32*64 + 32*257) FLOPs per token
+    cfg = cfg_with({"budgets": [1e6], "grid": {"model.hidden_dim": [8, 32]}})
+    with pytest.raises(UserError, match=r"sweep\.budgets\[0\]: 1e\+06 FLOPs buys .* less than one batch"):
+        plan_sweep(cfg)
+
+
+def test_different_sweep_in_dir_is_refused_unless_force(tmp_path, capsys):
+    a = cfg_with({"grid": {"model.hidden_dim": [8, 16]}})
+    b = cfg_with({"grid": {"model.hidden_dim": [8, 32]}})
+    claim_sweep_dir(a, tmp_path, force=False)
+    claim_sweep_dir(a, tmp_path, force=False)  # the same sweep again is fine
+    with pytest.raises(UserError, match=r"is in use: it holds sweep 't' whose sweep differ.*--force"):
+        claim_sweep_dir(b, tmp_path, force=False)
+    claim_sweep_dir(b, tmp_path, force=True)
+    assert "32" in (tmp_path / "sweep.yaml").read_text()
+    # the same sweep through another executor / output dir is the same sweep
+    claim_sweep_dir(from_dict({**b.to_dict(), "output": {"dir": "elsewhere"},
+                               "sweep": {**b.to_dict()["sweep"], "executor": "slurm"}}),
+                    tmp_path, force=False)
+
+
+def test_dir_with_other_results_and_no_sweep_yaml_is_refused(tmp_path):
+    upsert_record(tmp_path / "results.csv", RunRecord(run_id="abc", sweep="other", status="completed"))
+    with pytest.raises(UserError, match="holds runs of sweep.*'other'"):
+        claim_sweep_dir(cfg_with({}), tmp_path, force=False)
+
+
+def test_corrupt_results_line_is_reported_and_the_rest_kept(tmp_path):
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16]}})
+    claim_sweep_dir(cfg, tmp_path, force=False)
+    runs = plan_sweep(cfg)
+    for r, status in zip(runs, ["completed", "failed"], strict=True):
+        upsert_record(tmp_path / "results.csv", RunRecord(run_id=r.run_id, sweep="t", status=status,
+                                                          error="loss is nan at step 3"))
+    with open(tmp_path / "results.csv", "a") as fh:
+        fh.write("garbage,with,too,few\n")
+    msgs = []
+    planned = sweep_state(cfg, tmp_path, log=msgs.append)
+    assert [p.state for p in planned] == ["done", "failed"]
+    assert len(msgs) == 1 and "results.csv:4" in msgs[0]
+    text = format_status(tmp_path)
+    assert "1 done" in text and "1 failed" in text and "loss is nan at step 3" in text
+    records, problems = read_results(tmp_path / "results.csv")
+    assert len(records) == 2 and problems
+
+
+def test_dry_run_table(tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    import yaml
+
+    cfg_path.write_text(yaml.safe_dump({**BASE, "sweep": {
+        "grid": {"model.hidden_dim": [8, 16]}, "budgets": [2e8],
+        "derived": {"model.embedding_dim": "model.hidden_dim"}}}))
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(cfg_path), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0].split() == ["run_dir", "shape", "lr", "seed", "params_nonemb", "tokens",
+                                "FLOPs", "est_time", "status"]
+    runs = plan_sweep(from_dict({**BASE, "sweep": {"grid": {"model.hidden_dim": [8, 16]},
+                                                   "budgets": [2e8], "derived": {
+                                                       "model.embedding_dim": "model.hidden_dim"}}}))
+    for r in runs:
+        row = next(line for line in lines if line.startswith(run_dir_name(r)))
+        acc = run_accounting(r)
+        assert f"{acc.tokens:,}" in row and f"{acc.params_nonembedding:,}" in row
+        assert row.split()[-1] == "todo"
+    assert "assumed achieved rate" in text
+    assert not out.exists()  # a dry run writes nothing
+    # a bad spec through the CLI: one line, exit 2
+    assert main(["sweep", str(cfg_path), "--set", "sweep.grid={model.nope: [1]}", "--dry-run"]) == 2
+    assert "unknown config key 'model.nope'" in capsys.readouterr().err
