@@ -1,0 +1,108 @@
+"""The token cache: one directory per fingerprint, written once, trusted only when complete.
+
+    <cache>/tokens/<fingerprint>/tokenizer.json   the tokenizer (atomic write)
+                                 train.bin         raw token ids, uint16 or uint32 (atomic write)
+                                 val.bin
+                                 meta.json         written LAST: counts, bytes, dtype, fingerprints
+    <cache>/tokens/<fingerprint>.lock              filelock: one process builds, others wait
+
+A directory without meta.json, or whose files disagree with it, is rebuilt, never read: an
+interrupted encode leaves at most temp files and a tokenizer.json (complete by construction).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmscale.errors import UserError
+
+CACHE_VERSION = 1
+META = "meta.json"
+
+
+def cache_root(configured: str | None) -> Path:
+    """data.cache_dir, else $LLMSCALE_CACHE, else ~/.cache/llmscale."""
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get("LLMSCALE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "llmscale"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class AtomicArrayWriter:
+    """Append id arrays to a temp file; `commit()` renames it into place, else it is deleted."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        self.fh = os.fdopen(fd, "wb")
+
+    def write(self, ids: np.ndarray) -> None:
+        assert ids.dtype == self.dtype
+        self.fh.write(ids.tobytes())
+        self.count += len(ids)
+
+    def commit(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.fh.close()
+        Path(self.tmp).unlink(missing_ok=True)
+
+
+def read_meta(d: Path) -> dict[str, Any] | None:
+    """The metadata of a complete cache entry, or None when it is missing or inconsistent."""
+    try:
+        meta = json.loads((d / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if meta.get("version") != CACHE_VERSION or not (d / "tokenizer.json").is_file():
+        return None
+    itemsize = np.dtype(meta["dtype"]).itemsize
+    for split in ("train", "val"):
+        f = d / f"{split}.bin"
+        if not f.is_file() or f.stat().st_size != meta[split]["tokens"] * itemsize:
+            return None
+    return meta
+
+
+def open_tokens(d: Path, split: str, meta: dict[str, Any]) -> np.ndarray:
+    n = meta[split]["tokens"]
+    if n == 0:  # np.memmap cannot map an empty file
+        return np.empty(0, dtype=meta["dtype"])
+    return np.memmap(d / f"{split}.bin", dtype=meta["dtype"], mode="r", shape=(n,))
+
+
+def check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"data.cache_dir: cannot create the token cache {str(root)!r}: "
+                        f"{e.strerror}; set data.cache_dir or $LLMSCALE_CACHE to a writable "
+                        f"directory") from None

@@ -1,0 +1,70 @@
+"""load_tokens end to end on the synthetic source: bpe and bytes, cache reuse, TokenData."""
+
+import logging
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from llmscale.config import SPECIAL_TOKENS, load_config
+from llmscale.data import load_tokens
+
+TINY = ["data.synthetic_tokens=20000", "data.synthetic_val_tokens=3000",
+        "data.synthetic_vocab=200"]
+
+
+def tiny_cfg(tmp_path, *extra):
+    return load_config(None, [*TINY, f"data.cache_dir={tmp_path}", *extra])
+
+
+def test_bpe_synthetic_roundtrip_and_cache_reuse(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path, "tokenizer.vocab_size=600")
+    with caplog.at_level(logging.INFO, logger="llmscale.data"):
+        td = load_tokens(cfg, progress=False)
+    assert any("training bpe" in r.message for r in caplog.records)
+    assert td.vocab_size == cfg.vocab_size == 600
+    assert td.train.dtype == np.uint16 and isinstance(td.train, np.memmap)
+    assert not td.train.flags.writeable
+    assert int(td.train.max()) < 600 and len(td.val) > 0
+    assert td.entropy_bpb is not None and 0.3 < td.entropy_bpb < 3.0
+
+    # The cached ids decode back to exactly train_bytes of text that the generator wrote.
+    tok = Tokenizer.from_file(str(td.tokenizer_path))
+    assert tok.get_vocab_size() == 600
+    text = tok.decode(td.val.tolist(), skip_special_tokens=False)
+    assert len(text.encode("utf-8")) == td.val_bytes
+    assert td.val_bytes_per_token == pytest.approx(td.val_bytes / len(td.val))
+    words = text.split("\n")
+    assert words[-1] == "" and all(w and not w.startswith(" ") for w in words[:-1])
+
+    # Second load: no training, no encoding, files untouched.
+    files = sorted(td.tokenizer_path.parent.iterdir())
+    mtimes = [f.stat().st_mtime_ns for f in files]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="llmscale.data"):
+        again = load_tokens(cfg, progress=False)
+    msgs = " ".join(r.message for r in caplog.records)
+    assert "training" not in msgs and "encoding" not in msgs and "cache hit" in msgs
+    assert [f.stat().st_mtime_ns for f in files] == mtimes
+    assert again.fingerprint == td.fingerprint
+    assert np.array_equal(again.train, td.train)
+
+
+def test_bytes_tokenizer_ids_are_byte_values(tmp_path):
+    cfg = tiny_cfg(tmp_path, "tokenizer.kind=bytes", "tokenizer.vocab_size=null")
+    td = load_tokens(cfg, progress=False)
+    assert td.vocab_size == 256 + len(SPECIAL_TOKENS)
+    assert len(td.train) == td.train_bytes and len(td.val) == td.val_bytes
+    # The saved tokenizer.json gives the same ids as the fast numpy path.
+    tok = Tokenizer.from_file(str(td.tokenizer_path))
+    sample = bytes(td.val[:500].astype(np.uint8)).decode("utf-8")
+    assert tok.encode(sample, add_special_tokens=False).ids == td.val[:500].tolist()
+    assert tok.token_to_id(SPECIAL_TOKENS[0]) == 256
+
+
+def test_fingerprint_changes_with_settings(tmp_path):
+    a = load_tokens(tiny_cfg(tmp_path, "tokenizer.vocab_size=500"), progress=False)
+    b = load_tokens(tiny_cfg(tmp_path, "tokenizer.vocab_size=500", "data.seed=1"),
+                    progress=False)
+    assert a.fingerprint != b.fingerprint
+    assert not np.array_equal(a.train[:100], b.train[:100])
