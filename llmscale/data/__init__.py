@@ -97,10 +97,9 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
 
     t0 = time.perf_counter()
     corpus = sources.load_corpus(cfg.data, root)
-    train_bytes = sum(len(t.encode("utf-8")) for t in corpus.train)
-    if train_bytes == 0:
-        raise UserError(f"data: the corpus from {corpus.description} is empty (no text in the "
-                        f"training split, field {cfg.data.text_field!r}); give a non-empty source")
+    if not any(t.strip() for t in corpus.train):
+        raise UserError(f"data: the corpus from {corpus.description} is empty (no text but "
+                        f"whitespace in the training split, field {cfg.data.text_field!r}); give a non-empty source")
     if not corpus.val:
         raise UserError(f"data: the validation split of {corpus.description} is empty; give more "
                         f"data or raise data.val_fraction")
