@@ -75,12 +75,27 @@ def test_hf_saved_dataset_uses_its_validation_split(tmp_path):
                          "tokenizer.kind=bytes", "tokenizer.vocab_size=null"), progress=False)
     assert td.val_bytes == sum(len(t.encode()) for t in prose(30, 4))
     assert td.train_bytes == sum(len(t.encode()) for t in prose(300, 3))
-    # Streaming and max_bytes: the same path, capped.
     capped = load_tokens(cfg(tmp_path, "data.source=hf", f"data.path={path}",
-                             "data.streaming=true", "data.max_bytes=5000",
+                             "data.max_bytes=5000",
                              "tokenizer.kind=bytes", "tokenizer.vocab_size=null"), progress=False)
     assert 4800 < capped.train_bytes <= 5000
     assert capped.fingerprint != td.fingerprint
+
+
+def test_hf_local_builder_dir_streaming_with_max_bytes(tmp_path):
+    """A directory of split files goes through load_dataset(path, streaming=True), as a hub
+    dataset would; the split names come from the file names."""
+    path = tmp_path / "builder"
+    path.mkdir()
+    for split, seed, n in (("train", 7, 400), ("validation", 8, 40)):
+        (path / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"text": t}) + "\n" for t in prose(n, seed)), encoding="utf-8")
+    td = load_tokens(cfg(tmp_path, "data.source=hf", f"data.path={path}", "data.streaming=true",
+                         "data.max_bytes=8000", "tokenizer.kind=bytes",
+                         "tokenizer.vocab_size=null"), progress=False)
+    assert 7800 < td.train_bytes <= 8000
+    assert decode(td, "train").startswith(prose(1, 7)[0] + "<|endoftext|>")
+    assert [p for p in decode(td, "val").split("<|endoftext|>") if p][0] == prose(40, 8)[0]
 
 
 def test_hf_without_validation_holds_out_a_seeded_fraction(tmp_path):

@@ -221,9 +221,8 @@ def _hf(d: DataConfig, fp: str, cache_dir: Path) -> Corpus:
     try:
         if _is_saved_dataset(Path(d.path)):
             # A dataset saved with save_to_disk: the same splits/columns path as a hub one.
+            # It is memory-mapped already, so data.streaming changes nothing here.
             ds = datasets.load_from_disk(d.path)
-            if d.streaming:
-                ds = _to_iterable(ds)
         else:
             ds = datasets.load_dataset(d.path, d.name, revision=d.revision,
                                        streaming=d.streaming, cache_dir=str(cache_dir / "hf"))
@@ -243,8 +242,9 @@ def _hf(d: DataConfig, fp: str, cache_dir: Path) -> Corpus:
                         f"its splits are {', '.join(splits)}")
     train = _read_split(ds[d.train_split], d.text_field, d.max_bytes, where)
     if d.validation_split and d.validation_split in splits:
-        cap = None if d.max_bytes is None else max(1, int(d.max_bytes * d.val_fraction * 2))
-        val = _read_split(ds[d.validation_split], d.text_field, cap, where)
+        # data.max_bytes caps the training split only: validation splits are small, and a
+        # capped one would make val_bpb noisier for no saving.
+        val = _read_split(ds[d.validation_split], d.text_field, None, where)
     else:
         train, val = _split_held_out(train, d, contiguous=False)
     return Corpus(train, val, separate=True, fingerprint=fp, entropy_bpb=None,
@@ -253,14 +253,6 @@ def _hf(d: DataConfig, fp: str, cache_dir: Path) -> Corpus:
 
 def _is_saved_dataset(p: Path) -> bool:
     return p.is_dir() and ((p / "dataset_dict.json").is_file() or (p / "state.json").is_file())
-
-
-def _to_iterable(ds: Any) -> Any:
-    import datasets
-
-    if isinstance(ds, datasets.DatasetDict):
-        return datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in ds.items()})
-    return ds.to_iterable_dataset()
 
 
 def _read_split(split: Any, field: str, max_bytes: int | None, where: str) -> list[str]:
