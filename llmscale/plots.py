@@ -123,7 +123,7 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True) -> SweepData:
     fresh = fit_path.is_file() and fit_path.stat().st_mtime >= results.stat().st_mtime
     note = ""
     if refit and not fresh:
-        note = _run_fit(sweep_dir)
+        note = run_fit(sweep_dir)
     fit = None
     if fit_path.is_file():
         try:
@@ -136,7 +136,7 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True) -> SweepData:
     return SweepData(sweep_dir, records, problems, fit, note)
 
 
-def _run_fit(sweep_dir: Path) -> str:
+def run_fit(sweep_dir: Path) -> str:
     """Fit the sweep (writes fit.json); '' on success, else why it could not be fitted."""
     try:
         from llmscale.analysis import fit_sweep
@@ -152,8 +152,9 @@ def _run_fit(sweep_dir: Path) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
-def make_plots(sweep_dir: Path, data: SweepData | None = None) -> list[Path]:
-    """Draw every figure the sweep supports; returns the PNG and SVG paths written."""
+def make_plots(sweep_dir: Path, data: SweepData | None = None,
+               formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Draw every figure the sweep supports; returns the image paths written (PNG and SVG)."""
     data = data or load_sweep(Path(sweep_dir))
     out = Path(sweep_dir) / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ def make_plots(sweep_dir: Path, data: SweepData | None = None) -> list[Path]:
                 (out / f"{name}.{ext}").unlink(missing_ok=True)
             manifest[name] = {"files": [], "missing": caption}
             continue
-        paths = _save(fig, out / name)
+        paths = _save(fig, out / name, formats)
         written += paths
         manifest[name] = {"files": [p.name for p in paths], "caption": caption}
     write_json(out / MANIFEST, manifest)
@@ -195,13 +196,13 @@ class _NoFigure(Exception):
     """A figure the data does not support; the message says why (shown in the report)."""
 
 
-def _save(fig, stem: Path) -> list[Path]:
-    """PNG and SVG, each written to a temp file and renamed (a reader never sees half a file)."""
+def _save(fig, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Each format written to a temp file and renamed (a reader never sees half a file)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     paths = []
-    for ext in ("png", "svg"):
+    for ext in formats:
         path = stem.with_suffix(f".{ext}")
         tmp = path.with_name(f".{path.name}.tmp")
         # No date in the metadata: the same data gives byte-identical files.
@@ -586,12 +587,13 @@ def fig_learning_curves(data: SweepData):
         fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_label(n_col))
     from matplotlib.lines import Line2D
 
-    ax.legend(handles=[
-        Line2D([], [], color="#555555", lw=1.0, label="training loss"),
-        Line2D([], [], color="#555555", lw=1.0, ls=":", label="training loss (not completed)"),
-        Line2D([], [], color="#555555", marker="o", ls="", markeredgecolor="#000000",
-               label="validation loss"),
-    ], fontsize=8)
+    handles = [Line2D([], [], color="#555555", lw=1.0, label="training loss"),
+               Line2D([], [], color="#555555", marker="o", ls="", markeredgecolor="#000000",
+                      label="validation loss")]
+    if any(rec.status != "completed" for rec, _ in curves):
+        handles.insert(1, Line2D([], [], color="#555555", lw=1.0, ls=":",
+                                 label="training loss (not completed)"))
+    ax.legend(handles=handles, fontsize=8)
     ax.set_xscale("log")
     _log_axes(ax, [], [y for y in ys if np.isfinite(y)])
     ax.set_xlabel("training tokens")
