@@ -285,8 +285,9 @@ def cpu_matmul_peak() -> tuple[float, str]:
     AVX-512 machines we run on, so it is the honest ceiling; torch.mm is the fallback.
     """
     n = 1024
-    a = torch.randn(n, n)
-    b = torch.randn(n, n)
+    gen = torch.Generator().manual_seed(0)  # never touch the global RNG: runs must replay exactly
+    a = torch.randn(n, n, generator=gen)
+    b = torch.randn(n, n, generator=gen)
     candidates = []
     try:
         am, bm = a.to_mkldnn(), b.to_mkldnn()
@@ -605,6 +606,8 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: Dist,
             "rng": _rng_state(), "lstm_state": full, "metrics": metrics,
             "tail_sum": tail_sum, "elapsed_s": elapsed, "started_at": started_at,
             "last_good": last_good,
+            # the logging window in progress, so the next metrics row averages the same steps
+            "loss_acc": loss_acc.detach().cpu().clone(), "steps_in_log": steps_in_log,
         }
         n = ckpt.save_checkpoint(out, model, trainer_state)
         atomic_write_text(out / METRICS_FILE, _metrics_text(metrics))  # drop rows past the ckpt
@@ -615,6 +618,9 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: Dist,
     tokens_at_log, t_log = step * tokens_per_step, time.perf_counter()
     loss_acc = torch.zeros((), device=device)
     steps_in_log = 0
+    if resume is not None:
+        loss_acc = resume["loss_acc"].to(device)
+        steps_in_log = int(resume["steps_in_log"])
     last_ckpt_time = time.perf_counter()
     steps_this_call = 0
     with _Signals() as signals:
@@ -633,7 +639,11 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: Dist,
                                                grad_clip=tr.grad_clip, precision=precision,
                                                scaler=scaler, want_norm=is_log)
                 if step >= tail_start:
-                    tail_sum += float(loss)
+                    tail_loss = loss.detach().clone()
+                    if world > 1:  # the global batch's loss, not this rank's rows
+                        dist.all_reduce(tail_loss)
+                        tail_loss /= world
+                    tail_sum += float(tail_loss)
                 loss_acc += loss
                 steps_in_log += 1
                 step += 1
