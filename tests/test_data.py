@@ -100,3 +100,66 @@ def test_synthetic_entropy_matches_empirical_estimate():
     empirical = bits / len(text.encode("utf-8"))
     assert empirical == pytest.approx(corpus.entropy_bpb, rel=0.01)
     assert len(states) == pytest.approx(400_000, rel=0.01)
+
+
+def test_second_process_waits_on_the_lock_and_does_not_encode(tmp_path):
+    """While the entry's lock is held (as by a process building it), two loaders wait; when it
+    is released exactly one of them builds and the other reads its result."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from filelock import FileLock
+
+    from llmscale.data import fingerprint
+
+    overrides = [*TINY, f"data.cache_dir={tmp_path}", "tokenizer.vocab_size=500"]
+    entry = tmp_path / "tokens" / fingerprint(load_config(None, overrides))
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stderr)\n"
+            "from llmscale.config import load_config; from llmscale.data import load_tokens\n"
+            f"td = load_tokens(load_config(None, {overrides!r}), progress=False)\n"
+            "print(len(td.train), int(td.train[:1000].sum()))\n")
+    root = Path(__file__).resolve().parents[1]
+    lock = FileLock(str(entry) + ".lock")
+    lock.acquire()
+    logs = [tmp_path / f"p{i}.log" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=root, text=True,
+                              stdout=subprocess.PIPE, stderr=open(log, "w")) for log in logs]
+    try:
+        deadline = time.monotonic() + 60
+        while not all("waiting for another process" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, [log.read_text()[-500:] for log in logs]
+            time.sleep(0.05)
+    finally:
+        lock.release()
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), [log.read_text()[-1000:] for log in logs]
+    text = "".join(log.read_text() for log in logs)
+    assert text.count("training bpe") == 1 and text.count("encoding train") == 1
+    assert outs[0] == outs[1] and outs[0].strip()
+    assert lock.acquire(timeout=0) is not None  # the loaders released it
+    lock.release()
+
+
+def test_incomplete_or_inconsistent_entries_are_rebuilt(tmp_path, caplog):
+    cfg = tiny_cfg(tmp_path, "tokenizer.vocab_size=500")
+    td = load_tokens(cfg, progress=False)
+    want = np.array(td.train)
+    entry = td.tokenizer_path.parent
+    # An encode interrupted before meta.json: half a train.bin and a stray temp file.
+    (entry / "meta.json").unlink()
+    with open(entry / "train.bin", "r+b") as fh:
+        fh.truncate(100)
+    (entry / ".train.bin.x.tmp").write_bytes(b"junk")
+    with caplog.at_level(logging.INFO, logger="llmscale.data"):
+        again = load_tokens(cfg, progress=False)
+    msgs = " ".join(r.message for r in caplog.records)
+    assert "encoding train" in msgs and "training" not in msgs  # tokenizer.json was complete
+    assert np.array_equal(again.train, want)
+    assert not list(entry.glob("*.tmp"))
+    # meta.json present but an array of the wrong size: not trusted either.
+    with open(entry / "val.bin", "r+b") as fh:
+        fh.truncate(10)
+    third = load_tokens(cfg, progress=False)
+    assert len(third.val) == len(td.val)

@@ -62,7 +62,7 @@ def load_tokens(cfg: RunConfig, *, progress: bool = True) -> TokenData:
 
     A second process asking for the same entry while it is being built waits on a file lock
     and then reads it; it never encodes again."""
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     from llmscale.data import cache
 
@@ -72,10 +72,18 @@ def load_tokens(cfg: RunConfig, *, progress: bool = True) -> TokenData:
     entry = root / "tokens" / fp
     meta = cache.read_meta(entry)
     if meta is None:
-        with FileLock(str(entry) + ".lock"):
+        lock = FileLock(str(entry) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another process building %s", entry)
+            lock.acquire()
+        try:
             meta = cache.read_meta(entry)  # another process may have finished it meanwhile
             if meta is None:
                 meta = _build(cfg, entry, fp, root, progress)
+        finally:
+            lock.release()
     else:
         log.info("token cache hit %s", entry)
     assert meta["vocab_size"] == cfg.vocab_size, (meta["vocab_size"], cfg.vocab_size)
@@ -95,6 +103,9 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
     from llmscale.data import tokenizer as tk
     from llmscale.errors import UserError
 
+    # We hold the lock, so temp files here are leftovers of an interrupted build.
+    for stale in entry.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
     t0 = time.perf_counter()
     corpus = sources.load_corpus(cfg.data, root)
     if not any(t.strip() for t in corpus.train):
