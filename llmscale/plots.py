@@ -353,14 +353,14 @@ def fig_loss_vs_params(data: SweepData):
         label = LAW_LABELS.get(law, law) + (f"  (held-out err {100 * err:.1f}%)"
                                             if err is not None else "")
         ax.plot(grid, y, color=color, lw=1.8, label=label,
-                ls="--" if law == "linear" else "-")
+                ls="-." if law == "linear" else "-")
         band = _band(law, entry, N=grid)
         if band is not None:
             ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, lw=0)
         drawn.append(law)
     floor = _floor(data)
     if floor:
-        ax.axhline(floor, color="#555555", ls=":", lw=1.5, label=f"entropy floor ({floor:.3g})")
+        ax.axhline(floor, color="#555555", ls="--", lw=1.3, label=f"entropy floor ({floor:.3g})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     # The data (and floor) set the view: a law that runs away outside it (the linear one

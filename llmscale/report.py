@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,7 @@ def report_cli(sweep_dir: Path) -> int:
     sweep_dir = Path(sweep_dir)
     data = load_sweep(sweep_dir)
     if data.fit_note:
-        print(f"llmscale: {data.fit_note}")
+        print(f"llmscale: {data.fit_note}", file=sys.stderr)
     if _plots_stale(sweep_dir):
         make_plots(sweep_dir, data)
     md, page = write_report(sweep_dir, data)
@@ -263,7 +264,7 @@ def _founding(fit: dict[str, Any], fit_note: str) -> list[Block]:
     rows = [(LAW_LABELS.get(k, k), _pct((laws[k].get("heldout") or {}).get("mean_abs_rel_err")),
              _pct((laws[k].get("heldout") or {}).get("max_abs_rel_err")))
             for k in LAW_ORDER if k in laws and k != "compute"]
-    out += [Block("p", text + " Its line is the dashed one on the loss-vs-N figure above."),
+    out += [Block("p", text + " Its line is the dash-dotted one on the loss-vs-N figure above."),
             Block("table", rows=(("law", "held-out mean |err|", "held-out max |err|"), *rows))]
     return out
 

@@ -98,6 +98,18 @@ def test_report_cli_and_no_fit(tmp_path, capsys):
     _assert_self_contained((sweep / "report.html").read_text())
 
 
+def test_cli_exit_codes(tmp_path, capsys):
+    from llmscale.cli import main
+
+    recs = make_records(shapes(hidden=(16,)), budgets=())
+    sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, laws=("linear", "power"), budgets=()))
+    assert main(["report", str(sweep)]) == 0
+    assert main(["plot", str(sweep)]) == 0
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "missing does not exist" in err and "Traceback" not in err
+
+
 def test_fmt():
     assert fmt(None) == "–" and fmt(12) == "12" and fmt(1_234_567) == "1.23e+06"
     assert fmt(0.000123) == "1.23e-04" and fmt(3.14159) == "3.14" and fmt(True) == "True"
@@ -115,9 +127,9 @@ def test_real_small_sweep(tmp_path):
         "tokenizer": {"kind": "bytes", "vocab_size": None},
         "model": {"embedding_dim": 8, "hidden_dim": 8, "num_layers": 1},
         "train": {"tokens": 1024, "batch_size": 4, "seq_len": 16, "lr": 1.0e-2},
-        "eval": {"tokens": 128},
-        "output": {"log_every_steps": 4},
-        "sweep": {"grid": {"model.hidden_dim": [8, 16], "train.tokens": [512, 1024]}},
+        "eval": {"tokens": 64, "every_tokens": 256},  # few evaluations: the test's time is training
+        "output": {"log_every_steps": 2},
+        "sweep": {"grid": {"model.hidden_dim": [8, 16], "train.tokens": [384, 768]}},
     })
     out = tmp_path / "sweep"
     records = run_sweep(cfg, out, progress=False)
