@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import queue
 import shutil
 import sys
 import time
@@ -331,12 +332,12 @@ def _has_checkpoint(run_dir: Path) -> bool:
 
 
 def sweep_state(cfg: RunConfig, out_dir: Path, runs: list[RunConfig] | None = None,
-                *, probe_claims: bool = True,
+                *, probe_claims: bool = True, reconcile: bool = True,
                 log: Callable[[str], None] = _say) -> list[PlannedRun]:
     """Each planned run with its state, reconciling results.csv with record.json files.
 
-    A record.json newer than the results.csv row (a sweep killed before its upsert) is
-    upserted now, so the table catches up without retraining anything.
+    A record.json newer than the results.csv row (a sweep killed before its upsert) counts;
+    with `reconcile` it is also upserted now, so the table catches up without retraining.
     """
     if runs is None:
         runs = plan_sweep(cfg, log=log)
@@ -354,7 +355,8 @@ def sweep_state(cfg: RunConfig, out_dir: Path, runs: list[RunConfig] | None = No
         if rec is None or rec.status != "completed":
             disk = _read_disk_record(run_dir, run.run_id, log)
             if disk is not None and (rec is None or (disk.finished_at or "") > (rec.finished_at or "")):
-                upsert_record(results, disk)
+                if reconcile:
+                    upsert_record(results, disk)
                 rec = disk
         planned.append(PlannedRun(cfg=run, run_dir=run_dir, claim_path=claim_path,
                                   accounting=run_accounting(run),
@@ -480,8 +482,8 @@ class _SweepProgress:
             elapsed = time.perf_counter() - self.t0
             eta = elapsed / self.tokens * (self.total_tokens - self.tokens) if self.tokens else 0.0
             status = rec.status if rec is not None else "skipped"
-            _say(f"[{self.k}/{self.n}] {p.run_dir.name}: {status}{note} "
-                 f"({self.tokens:,}/{self.total_tokens:,} tokens, ETA {eta:.0f}s)")
+            _say(f"[{self.k}/{self.n}] {p.run_dir.name}: {status}{note} | "
+                 f"{self.tokens:,}/{self.total_tokens:,} tokens, ETA {eta:.0f}s")
 
     def close(self) -> None:
         self.bar.close()
@@ -514,7 +516,7 @@ def _train_claimed(run_cfg: RunConfig, run_dir: Path, claim_path: Path, results:
         lock.release()
 
 
-_NOTES = {"trained": "", "claimed": " (claimed by another process: skipped)",
+_NOTES = {"trained": "", "claimed": " (claimed by another process)",
           "done": " (finished by another process: not retrained)"}
 
 
@@ -573,7 +575,15 @@ def _run_pool(out: Path, todo: list[PlannedRun], slots: list[str], progress: boo
     errors: list[tuple[str, str]] = []
     try:
         for _ in todo:
-            index, rec_dict, how = results.get()
+            while True:
+                try:
+                    index, rec_dict, how = results.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    # A worker killed from outside (OOM killer, ...) never answers: do not hang.
+                    if not any(w.is_alive() for w in workers):
+                        raise RuntimeError("all sweep workers exited with runs unfinished; "
+                                           "rerun the sweep to resume them") from None
             rec = RunRecord(**rec_dict) if rec_dict is not None else None
             if isinstance(how, tuple):  # (kind, message): the worker caught an exception
                 errors.append((how[0], f"{todo[index].run_dir.name}: {how[1]}"))
@@ -752,7 +762,7 @@ def _counts(planned: Iterable[PlannedRun]) -> dict[str, int]:
 
 def format_status(sweep_dir: Path) -> str:
     cfg = load_sweep_config(sweep_dir)
-    planned = sweep_state(cfg, sweep_dir)
+    planned = sweep_state(cfg, sweep_dir, reconcile=False)
     counts = _counts(planned)
     lines = [f"sweep {cfg.name!r} in {sweep_dir}: {len(planned)} runs: "
              + ", ".join(f"{v} {k}" for k, v in counts.items())]
@@ -791,7 +801,7 @@ def sweep_cli(cfg: RunConfig, args: Any) -> int:
     out = Path(args.out or cfg.output.dir)
     if args.dry_run:
         runs = plan_sweep(cfg)
-        planned = sweep_state(cfg, out, runs) if out.is_dir() else [
+        planned = sweep_state(cfg, out, runs, reconcile=False) if out.is_dir() else [
             PlannedRun(cfg=r, run_dir=out / RUNS_DIR / run_dir_name(r),
                        claim_path=out / RUNS_DIR / f"{run_dir_name(r)}.claim",
                        accounting=run_accounting(r), state="todo", record=None) for r in runs]
