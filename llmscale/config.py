@@ -113,7 +113,15 @@ class SlurmConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """How the base run is varied. Keys are dotted config paths, e.g. `model.hidden_dim`."""
+    """How the base run is varied. Keys are dotted config paths, e.g. `model.hidden_dim`.
+
+    The runs are the product grid x zip x runs x seeds x budgets (an absent part is one empty
+    override), applied to the base config; later parts win where they set the same key (an
+    explicit `runs` entry overrides the grid). Then `derived` copies, in order, each source
+    key's final value to its key. A budget sets train.flops and train.tokens = the tokens it
+    buys that shape (llmscale.accounting). Points resolving to the same run_id run once.
+    Learning rate is an ordinary axis (`train.lr: [...]`). Expansion: llmscale.sweep.plan_sweep.
+    """
 
     grid: dict[str, list[Any]] = field(default_factory=dict)  # cartesian product
     zip: dict[str, list[Any]] = field(default_factory=dict)  # paired axes of equal length

@@ -798,6 +798,10 @@ def sweep_cli(cfg: RunConfig, args: Any) -> int:
     overrides = _cli_overrides(args)
     if overrides:
         cfg = with_overrides(cfg, overrides)
+    if cfg.sweep.executor == "local" and getattr(args, "gpus_per_run", None) not in (None, 1):
+        raise UserError(f"--gpus-per-run {args.gpus_per_run}: a run spanning GPUs needs "
+                        f"--executor slurm (or `torchrun ... llmscale train` for one run); the "
+                        f"local executor runs one device per run")
     out = Path(args.out or cfg.output.dir)
     if args.dry_run:
         runs = plan_sweep(cfg)
