@@ -244,10 +244,17 @@ def _completed(records: list[RunRecord]) -> list[RunRecord]:
     return [r for r in records if r.status == "completed"]
 
 
+def fitted_laws(fit: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The laws of fit.json that have parameters (an entry may only say why it failed)."""
+    laws = (fit or {}).get("laws") or {}
+    return {k: v for k, v in laws.items() if isinstance(v, dict) and isinstance(v.get("params"),
+                                                                                   dict)}
+
+
 def heldout_ids(fit: dict[str, Any] | None) -> set[str]:
     """Runs some law held out (the largest ones, by the fitter's rule)."""
     ids: set[str] = set()
-    for law in ((fit or {}).get("laws") or {}).values():
+    for law in fitted_laws(fit).values():
         ids.update((law.get("heldout") or {}).get("heldout_run_ids") or [])
     return ids
 
@@ -341,7 +348,7 @@ def fig_loss_vs_params(data: SweepData):
     ax = axes[0, 0]
     _scatter_points(ax, pts, held, "N", "#000000", "runs (fitted)")
     grid = _grid([p["N"] for p in pts])
-    laws = fit.get("laws") or {}
+    laws = fitted_laws(fit)
     drawn = []
     for law in LAW_ORDER:
         entry = laws.get(law)
@@ -411,7 +418,7 @@ def fig_loss_vs_compute(data: SweepData):
     ax.step(cs[order][keep], frontier[keep], where="post", color="#000000", lw=1.2,
             label="empirical frontier")
     grid = _grid(cs, 1.5, 10.0)
-    laws = fit.get("laws") or {}
+    laws = fitted_laws(fit)
     if laws.get("compute"):
         entry = laws["compute"]
         ax.plot(grid, _positive(predict("compute", entry["params"], C=grid)),
@@ -664,7 +671,7 @@ def fig_cost(data: SweepData):
 
 
 def fig_residuals(data: SweepData):
-    laws = {k: v for k, v in ((data.fit or {}).get("laws") or {}).items() if v.get("residuals")}
+    laws = {k: v for k, v in fitted_laws(data.fit).items() if v.get("residuals")}
     if not laws:
         raise _NoFigure("no fitted law with residuals")
     n_of = {p["run_id"]: p["N"] for p in _fit_points(data)}

@@ -26,6 +26,7 @@ from llmscale.plots import (
     MANIFEST,
     PLOTS_DIR,
     SweepData,
+    fitted_laws,
     heldout_ids,
     load_sweep,
     make_plots,
@@ -192,7 +193,7 @@ def _param_ci(entry: dict[str, Any]) -> str:
 
 def _laws(data: SweepData) -> list[Block]:
     fit = data.fit or {}
-    laws = fit.get("laws") or {}
+    laws = fitted_laws(fit)
     out = [Block("h2", "Scaling laws")]
     if not data.fit:
         return out + [Block("p", "No fit: " + (data.fit_note or "fit.json is missing") + ".")]
@@ -224,6 +225,11 @@ def _laws(data: SweepData) -> list[Block]:
 
 def _why_missing(law: str, fit: dict[str, Any]) -> str:
     """The fitter's reason if fit.json gives one, else what the data lacks."""
+    entry = (fit.get("laws") or {}).get(law)
+    if isinstance(entry, dict):
+        for key in ("error", "reason", "skipped"):
+            if entry.get(key):
+                return str(entry[key])
     for key in ("not_fitted", "unfitted", "missing", "failed"):
         reasons = fit.get(key)
         if isinstance(reasons, dict) and reasons.get(law):
@@ -237,7 +243,7 @@ def _why_missing(law: str, fit: dict[str, Any]) -> str:
 
 
 def _founding(fit: dict[str, Any], fit_note: str) -> list[Block]:
-    laws = fit.get("laws") or {}
+    laws = fitted_laws(fit)
     out = [Block("h2", "The founding linear model P(M) = aM + b against the power laws")]
     lin = laws.get("linear")
     if not fit:
@@ -325,7 +331,7 @@ def _floor(fit: dict[str, Any]) -> list[Block]:
     floor = (fit.get("floor") or {}).get("entropy_nats_per_token")
     if floor is None:
         return []
-    laws = fit.get("laws") or {}
+    laws = fitted_laws(fit)
     rows = [("entropy of the synthetic source", fmt(floor), "")]
     for k in ("saturating", "chinchilla", "compute"):
         e = (laws.get(k) or {}).get("params", {}).get("E")
