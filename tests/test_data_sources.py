@@ -38,6 +38,7 @@ def test_text_files_glob_exact_bytes(tmp_path):
     d = tmp_path / "corpus"
     d.mkdir()
     lines = prose(400)
+    lines[150] = "multi-byte: héllo wörld, 日本語, emoji \U0001F600"
     (d / "a.txt").write_text("\n".join(lines[:200]) + "\n", encoding="utf-8")
     (d / "b.txt").write_text("\n".join(lines[200:]) + "\n", encoding="utf-8")
     td = load_tokens(cfg(tmp_path, "data.source=files", f"data.paths=['{d}/*.txt']",
@@ -162,3 +163,14 @@ def test_unknown_dataset_offline_is_a_user_error(tmp_path):
                          timeout=120, cwd=ROOT)
     assert "USERERROR data.path: cannot load dataset 'no-such-user-llmscale/no-such-dataset'" \
         in out.stdout, out.stderr[-2000:]
+
+
+def test_cache_dir_precedence(tmp_path, monkeypatch):
+    from llmscale.data.cache import cache_root
+
+    monkeypatch.setenv("LLMSCALE_CACHE", str(tmp_path / "env"))
+    assert cache_root(str(tmp_path / "cfg")) == tmp_path / "cfg"
+    assert cache_root(None) == tmp_path / "env"
+    monkeypatch.delenv("LLMSCALE_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root(None) == tmp_path / "home" / ".cache" / "llmscale"
