@@ -64,28 +64,10 @@ def law_color(law: str) -> str:
 
 
 def predict(law: str, params: dict[str, float], N=None, D=None, C=None) -> np.ndarray:
-    """The fitter's law evaluator (imported lazily: plots must load without the fitter)."""
-    try:
-        from llmscale.fit.laws import predict as _predict
-    except ImportError:  # TEMPORARY until llmscale/fit/laws.py lands; then this goes
-        _predict = _interim_predict
+    """The fitter's law evaluator, the one place a law's formula lives."""
+    from llmscale.fit.laws import predict as _predict
+
     return np.asarray(_predict(law, params, N=N, D=D, C=C), dtype=float)
-
-
-def _interim_predict(law, params, N=None, D=None, C=None):
-    p = params
-    if law == "linear":
-        return p["a"] * np.asarray(N, float) + p["b"]
-    if law == "power":
-        return p["A"] * np.asarray(N, float) ** -p["alpha"]
-    if law == "saturating":
-        return p["E"] + p["A"] * np.asarray(N, float) ** -p["alpha"]
-    if law == "chinchilla":
-        return (p["E"] + p["A"] * np.asarray(N, float) ** -p["alpha"]
-                + p["B"] * np.asarray(D, float) ** -p["beta"])
-    if law == "compute":
-        return p["E"] + p["A"] * np.asarray(C, float) ** -p["gamma"]
-    raise ValueError(f"unknown law {law!r}")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -620,14 +602,10 @@ COST_PANELS = (
 
 
 def cost_predict(entry: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """A cost law y = k x^p; the fitter's evaluator when it exports one."""
-    try:
-        from llmscale.fit.laws import predict_cost
-    except ImportError:
-        predict_cost = None
-    if predict_cost is not None:
-        return np.asarray(predict_cost(entry["params"], x), dtype=float)
-    return entry["params"]["k"] * np.asarray(x, dtype=float) ** entry["params"]["p"]
+    """A cost law y = k x^p, through the fitter's evaluator."""
+    from llmscale.fit.laws import predict_cost
+
+    return np.asarray(predict_cost(entry["params"], x), dtype=float)
 
 
 def fig_cost(data: SweepData):
