@@ -832,8 +832,14 @@ def _mtime(p: Path) -> float | None:
 
 
 def _analyse(out: Path, changed: bool) -> None:
-    """Fit, plots and report; skipped when nothing changed since the last analysis."""
-    if not changed and (out / "fit.json").exists():
+    """Fit, plots and report; skipped when nothing changed since the last analysis.
+
+    "Last analysis" is the newest of fit.json and report.md (a sweep too small for any law
+    writes a report but no fit.json), compared with results.csv.
+    """
+    stamps = [t for t in (_mtime(out / "fit.json"), _mtime(out / "report.md")) if t is not None]
+    results = _mtime(out / RESULTS_FILE)
+    if not changed and stamps and results is not None and max(stamps) >= results:
         return
     try:
         from llmscale.report import build_all

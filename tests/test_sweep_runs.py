@@ -59,18 +59,20 @@ def check_table(out: Path, runs) -> list:
     return records
 
 
-def test_sweep_then_rerun_is_a_fast_noop(tmp_path):
+def test_sweep_with_analysis_then_rerun_is_a_fast_noop(tmp_path):
     cfg_path = write_config(tmp_path / "c.yaml", {"grid": {"model.hidden_dim": [8, 12]}})
     out = tmp_path / "s"
-    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
+    p = llmscale("sweep", str(cfg_path), "--out", str(out))  # the default path: analysis too
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     runs = plan_sweep(from_dict(yaml.safe_load(cfg_path.read_text())))
     check_table(out, runs)
+    # the analysis ran (or, with two runs, said in one warning line why it could not)
+    assert (out / "report.md").exists() or "warning: analysis" in err
     touched = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
 
     t0 = time.perf_counter()
-    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
+    p = llmscale("sweep", str(cfg_path), "--out", str(out))
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "2 done, 0 to train" in err
