@@ -332,17 +332,22 @@ def _floor(fit: dict[str, Any]) -> list[Block]:
     if floor is None:
         return []
     laws = fitted_laws(fit)
-    rows = [("entropy of the synthetic source", fmt(floor), "")]
+    rows = [("entropy of the synthetic source", fmt(floor), "", "")]
     for k in ("saturating", "chinchilla", "compute"):
         e = (laws.get(k) or {}).get("params", {}).get("E")
-        if e is not None:
-            ci = ((laws[k].get("ci") or {}).get("E")) or None
-            rows.append((f"E of the {k} law", fmt(e),
-                         f"[{fmt(ci[0])}, {fmt(ci[1])}]" if ci else ""))
+        if e is None:
+            continue
+        ci = ((laws[k].get("ci") or {}).get("E")) or None
+        lo, hi = (ci[0], ci[1]) if ci else (e, e)
+        verdict = ("consistent: the interval holds the floor" if lo <= floor <= hi else
+                   "above the floor: possible, a gap the law says size cannot close" if lo > floor else
+                   "below the floor: impossible, the law extrapolates badly")
+        rows.append((f"E of the {k} law", fmt(e), f"[{fmt(lo)}, {fmt(hi)}]" if ci else "",
+                     verdict))
     return [Block("h2", "Irreducible loss vs the true entropy"),
             Block("p", "The synthetic source's entropy rate is the lowest loss any model can "
                        "reach; a fitted E below it means the law extrapolates too far."),
-            Block("table", rows=(("", "nats/token", "CI"), *rows))]
+            Block("table", rows=(("", "nats/token", "CI", "vs the floor"), *rows))]
 
 
 RESULT_COLUMNS = (("run_id", "run"), ("status", "status"), ("hidden_dim", "hidden"),

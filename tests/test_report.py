@@ -37,6 +37,7 @@ def test_full_report_from_synthetic_sweep(tmp_path):
     # numbers come from the records and fit.json, formatted
     assert "24 (completed: 22, failed: 2)" in text
     assert "E = 1.6 [1.52, 1.68]" in text  # chinchilla E with its CI
+    assert "| E of the chinchilla law | 1.6 | [1.52, 1.68] | above the floor" in text
     assert "killed by the test" not in text  # skipped reasons come from fit.json ...
     assert "not completed" in text
     held = [r for r in recs if r.status == "completed"][-1]
