@@ -183,6 +183,8 @@ def _save(fig, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Pa
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
+    for ax in fig.axes:
+        _tidy_log_x(ax)
     paths = []
     for ext in formats:
         path = stem.with_suffix(f".{ext}")
@@ -193,6 +195,22 @@ def _save(fig, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Pa
         os.replace(tmp, path)
         paths.append(path)
     return paths
+
+
+def _tidy_log_x(ax) -> None:
+    """Minor tick labels on a log x-axis only when it spans under 1.5 decades, rotated so that
+    neighbours (3x10^6, 4x10^6) do not run into each other."""
+    if ax.get_xscale() != "log":
+        return
+    from matplotlib.ticker import LogFormatterSciNotation, NullFormatter
+
+    lo, hi = ax.get_xlim()
+    if lo > 0 and math.log10(hi / lo) > 1.5:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
+                                                             minor_thresholds=(2, 0.4)))
+        ax.tick_params(axis="x", which="both", labelrotation=30)
 
 
 def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 4.6):
@@ -356,6 +374,7 @@ def fig_loss_vs_params(data: SweepData):
     # crossing zero) must not squash the points into a sliver.
     ys = [p["loss"] for p in pts if p["loss"] > 0] + ([floor] if floor else [])
     ax.set_ylim(min(ys) / 1.15, max(ys) * 1.15)
+    ax.set_xlim(grid[0], grid[-1])
     _plain_log_ticks(ax.yaxis)
     ax.set_xlabel(_label(n_col))
     ax.set_ylabel(_label(l_col))
