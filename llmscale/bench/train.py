@@ -1,0 +1,116 @@
+"""`llmscale bench train`: tokens/s of the real training step against a bare loop, and MFU.
+
+For each hidden_dim at a fixed vocab, batch and seq_len, in this process:
+
+- real: `llmscale.train.train_step` with the optimizer `train_run` builds (fused AdamW, weight
+  decay groups, gradient clipping, carried detached state) — the exact code `train_run` runs;
+- bare: the minimal loop people write (`torch.optim.AdamW()` defaults, `nn.CrossEntropyLoss`,
+  no clipping, no logging), on an identically initialised model;
+- ratio = real / bare tokens/s (>= 1.0 means the harness costs nothing);
+- MFU = model FLOP/s (accounting's flops_per_token x tokens/s) over the matmul rate measured
+  here with the fastest kernel available (`llmscale.train.cpu_matmul_peak`, or the GPU table).
+
+The two loops alternate in rounds and the best round of each counts, so a burst of load from
+another process on a shared machine does not decide the ratio.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from llmscale.accounting import flops_per_token
+from llmscale.config import load_config
+from llmscale.model import build_model
+from llmscale.train import _StatefulForward, cpu_matmul_peak, make_optimizer, peak_flops, train_step
+
+
+def _batches(vocab: int, batch: int, seq_len: int, n: int, device) -> list[tuple]:
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randint(0, vocab, (batch, seq_len), generator=g).to(device),
+             torch.randint(0, vocab, (batch, seq_len), generator=g).to(device)) for _ in range(n)]
+
+
+def _time_real(cfg, batches, device) -> float:
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    fwd = _StatefulForward(model)
+    opt = make_optimizer(model, cfg, device)
+    state = model.init_state(cfg.train.batch_size, device)
+    precision = "bf16" if device.type == "cuda" else "fp32"
+
+    def run(bs):
+        nonlocal state
+        for x, y in bs:
+            loss, _, state = train_step(fwd, opt, x, y, state, micro=x.shape[0],
+                                        grad_clip=cfg.train.grad_clip, precision=precision)
+        float(loss)  # one sync at the end, as at a logging step
+
+    return _timed(run, batches, device)
+
+
+def _time_bare(cfg, batches, device) -> float:
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    crit = nn.CrossEntropyLoss()
+    state = None
+
+    def run(bs):
+        nonlocal state
+        for x, y in bs:
+            logits, state = model.forward_with_state(x, state)
+            state = (state[0].detach(), state[1].detach())
+            loss = crit(logits.view(-1, logits.shape[-1]), y.view(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        float(loss)
+
+    return _timed(run, batches, device)
+
+
+def _timed(run, batches, device) -> float:
+    run(batches[:2])  # warm up: kernel choice, optimizer state allocation
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    run(batches[2:])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main(quick: bool = False) -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    vocab, batch, seq_len = 4096, 32, 64
+    sizes = [128, 256] if quick else [128, 256, 512, 1024]
+    rounds = 2 if quick else 3
+    if device.type == "cpu":
+        peak, source = cpu_matmul_peak.__wrapped__()  # measured now, in this run
+    else:
+        peak, source = peak_flops(device, "bf16")
+    print(f"# llmscale bench train  device={device}  threads={torch.get_num_threads()}  "
+          f"vocab={vocab} batch={batch} seq_len={seq_len} embedding_dim=hidden_dim layers=1")
+    print(f"# peak: {peak / 1e9:.0f} GFLOP/s ({source})")
+    print(f"{'hidden':>6} {'params':>10} {'real tok/s':>11} {'bare tok/s':>11} {'ratio':>6} "
+          f"{'real GFLOP/s':>12} {'MFU':>6}")
+    for h in sizes:
+        cfg = load_config(None, [f"tokenizer.vocab_size={vocab}", f"model.hidden_dim={h}",
+                                 f"model.embedding_dim={h}", f"train.batch_size={batch}",
+                                 f"train.seq_len={seq_len}"])
+        fpt = flops_per_token(vocab, cfg.model)
+        steps = (6 if h >= 1024 else 10 if h >= 512 else 20) // (2 if quick else 1)
+        batches = _batches(vocab, batch, seq_len, steps + 2, device)
+        real, bare = [], []
+        for _ in range(rounds):
+            bare.append(_time_bare(cfg, batches, device))
+            real.append(_time_real(cfg, batches, device))
+        tokens = steps * batch * seq_len
+        real_tps, bare_tps = tokens / min(real), tokens / min(bare)
+        params = sum(p.numel() for p in build_model(cfg).parameters())
+        print(f"{h:>6} {params:>10,} {real_tps:>11,.0f} {bare_tps:>11,.0f} "
+              f"{real_tps / bare_tps:>6.3f} {fpt * real_tps / 1e9:>12.1f} "
+              f"{fpt * real_tps / peak:>6.3f}", flush=True)
