@@ -43,7 +43,9 @@ def write_config(path: Path, sweep: dict, **sections) -> Path:
 
 
 def llmscale(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # One thread per process: these tiny LSTMs gain nothing from two, and with the cores shared
+    # (other tests, the second sweep process) oneDNN's spinning threads make each step ~1000x slower.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "llmscale", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kw)
@@ -148,8 +150,9 @@ def test_two_concurrent_sweeps_one_with_a_worker_pool(tmp_path):
     assert sorted(trained) == sorted(run_dir_name(r) for r in runs), (err_a, err_b)
 
 
-def test_submitit_local_executor_end_to_end(tmp_path):
+def test_submitit_local_executor_end_to_end(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job processes inherit it (see llmscale())
     cfg = from_dict({**TINY, "sweep": {"grid": {"model.hidden_dim": [8, 12]},
                                        "slurm": {"time_min": 5, "cpus_per_task": 1, "mem_gb": 1}}})
     out = tmp_path / "s"
