@@ -527,6 +527,12 @@ def _run_in_process(out: Path, todo: list[PlannedRun], device: str, progress: bo
             rec, how = _train_claimed(p.cfg, p.run_dir, p.claim_path, out / RESULTS_FILE, device,
                                       progress=progress and sys.stderr.isatty())
             bar.done(p, rec, _NOTES[how])
+            if rec is not None and rec.status == "preempted":
+                # SIGTERM/SIGINT reached train_run, which checkpointed: the job is being stopped,
+                # so stop here too rather than start the next run.
+                _say(f"sweep stopped: {p.run_dir.name} was preempted and checkpointed; "
+                     f"run the same command again to resume")
+                break
     finally:
         bar.close()
 
@@ -549,6 +555,8 @@ def _pool_worker(device: str, threads: int, tasks, results, out: str) -> None:
             rec, how = _train_claimed(from_dict(cfg_dict), Path(run_dir), Path(claim),
                                       Path(out) / RESULTS_FILE, device, progress=False)
             results.put((index, rec.to_dict() if rec is not None else None, how))
+            if rec is not None and rec.status == "preempted":
+                return  # this worker was signalled: take no further runs
         except UserError as e:
             results.put((index, None, ("user", f"{e}")))
         except BaseException as e:  # noqa: BLE001 - reported to the parent, which goes on
@@ -565,26 +573,37 @@ def _run_pool(out: Path, todo: list[PlannedRun], slots: list[str], progress: boo
         tasks.put((i, p.cfg.to_dict(), str(p.run_dir), str(p.claim_path)))
     n_cpu_slots = sum(s in ("cpu", "auto") for s in slots) or 1
     threads = max(1, (os.cpu_count() or 1) // n_cpu_slots)
-    workers = [ctx.Process(target=_pool_worker, args=(s, threads, tasks, results, str(out)),
-                           daemon=True) for s in slots]
+    # Not daemonic: a daemonic process may not start children, and a trainer may need to.
+    workers = [ctx.Process(target=_pool_worker, args=(s, threads, tasks, results, str(out)))
+               for s in slots]
     for _ in workers:
         tasks.put(None)
     for w in workers:
         w.start()
     bar = _SweepProgress(todo, progress)
     errors: list[tuple[str, str]] = []
+    preempted = False
     try:
         for _ in todo:
-            while True:
+            item = None
+            while item is None:
                 try:
-                    index, rec_dict, how = results.get(timeout=1.0)
-                    break
+                    item = results.get(timeout=1.0)
                 except queue.Empty:
-                    # A worker killed from outside (OOM killer, ...) never answers: do not hang.
+                    # Workers stop after a preemption, or were killed from outside (OOM killer):
+                    # either way no answer is coming, so do not wait for one.
                     if not any(w.is_alive() for w in workers):
-                        raise RuntimeError("all sweep workers exited with runs unfinished; "
-                                           "rerun the sweep to resume them") from None
+                        break
+            if item is None:
+                if not preempted:
+                    raise RuntimeError("all sweep workers exited with runs unfinished; "
+                                       "rerun the sweep to resume them")
+                _say("sweep stopped: runs were preempted and checkpointed; run the same "
+                     "command again to resume")
+                break
+            index, rec_dict, how = item
             rec = RunRecord(**rec_dict) if rec_dict is not None else None
+            preempted = preempted or (rec is not None and rec.status == "preempted")
             if isinstance(how, tuple):  # (kind, message): the worker caught an exception
                 errors.append((how[0], f"{todo[index].run_dir.name}: {how[1]}"))
                 bar.done(todo[index], rec, f" (error: {how[1]})")

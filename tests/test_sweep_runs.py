@@ -168,3 +168,33 @@ def test_submitit_local_executor_end_to_end(tmp_path, monkeypatch):
     delayed = task.checkpoint({"x": 1}, "run_dir", "claim", "out")
     assert isinstance(delayed, submitit.helpers.DelayedSubmission)
     assert delayed.function is task and delayed.args == ({"x": 1}, "run_dir", "claim", "out")
+
+
+def test_sigterm_preempts_the_run_stops_the_sweep_and_a_rerun_resumes(tmp_path):
+    cfg_path = write_config(tmp_path / "c.yaml",
+                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 16_000},
+                                      {"model.hidden_dim": 12}]},
+                            output={"checkpoint_every_tokens": 4096, "log_every_steps": 16})
+    out = tmp_path / "s"
+    runs = plan_sweep(from_dict(yaml.safe_load(cfg_path.read_text())))
+    first, second = (out / "runs" / run_dir_name(r) for r in runs)
+    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
+    deadline = time.time() + 90
+    while not (first / "checkpoint" / "trainer_state.pt").exists():
+        assert p.poll() is None, p.communicate()[1]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)  # what SLURM sends before preempting or at the time limit
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "sweep stopped" in err
+    assert read_record_json(first / "record.json").status == "preempted"
+    assert not second.exists()  # the sweep did not start the next run
+    records, _ = read_results(out / RESULTS_FILE)
+    assert [r.status for r in records] == ["preempted"]
+
+    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
+    _, err = p.communicate(timeout=180)
+    assert p.returncode == 0, err
+    rec = {r.run_id: r for r in check_table(out, runs)}[runs[0].run_id]
+    assert rec.tokens >= 16_000 - 64
