@@ -642,8 +642,7 @@ class SweepTask:
 
         cfg = from_dict(cfg_dict)
         device = "auto"
-        world = int(os.environ.get("SLURM_NTASKS", "1"))
-        if world > 1:
+        if submitit.JobEnvironment().num_tasks > 1:
             # gpus_per_run > 1: one task per GPU on the node; train_run does DDP from the env.
             dist = submitit.helpers.TorchDistributedEnvironment().export()
             device = f"cuda:{dist.local_rank}"

@@ -198,3 +198,30 @@ def test_sigterm_preempts_the_run_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     assert p.returncode == 0, err
     rec = {r.run_id: r for r in check_table(out, runs)}[runs[0].run_id]
     assert rec.tokens >= 16_000 - 64
+
+
+def test_failed_runs_are_retried_only_when_asked(tmp_path):
+    from llmscale.records import RunRecord, upsert_record, write_json
+
+    cfg_path = write_config(tmp_path / "c.yaml", {"grid": {"model.hidden_dim": [8]}})
+    out = tmp_path / "s"
+    (run,) = plan_sweep(from_dict(yaml.safe_load(cfg_path.read_text())))
+    run_dir = out / "runs" / run_dir_name(run)
+    failed = RunRecord(run_id=run.run_id, sweep="tiny", status="diverged",
+                       error="loss is nan at step 7", finished_at="2026-01-01T00:00:00+00:00")
+    write_json(run_dir / "record.json", failed.to_dict())
+    upsert_record(out / RESULTS_FILE, failed)
+
+    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "1 failed (not retried; --retry-failed)" in err
+    assert [r.status for r in read_results(out / RESULTS_FILE)[0]] == ["diverged"]
+    p = llmscale("status", str(out))
+    text, _ = p.communicate(timeout=60)
+    assert "1 failed" in text and "diverged: " in text and "loss is nan at step 7" in text
+
+    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis", "--retry-failed")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    check_table(out, [run])
