@@ -163,9 +163,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
         with (contextlib.nullcontext() if sync else model.no_sync()):
             with autocast:
                 logits, (hs, cs) = model(x[sl], (h[:, sl], c[:, sl]))
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float()
-                                       if precision != "fp32" else
-                                       logits.reshape(-1, logits.shape[-1]), y[sl].reshape(-1))
+                # Under autocast cross_entropy runs in fp32 (autocast's fp32 list): no copy needed.
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[sl].reshape(-1))
             scaled = loss / n_micro
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         new_h[:, sl], new_c[:, sl] = hs.detach(), cs.detach()

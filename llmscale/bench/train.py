@@ -46,7 +46,7 @@ def _time_real(cfg, batches, device) -> float:
         for x, y in bs:
             loss, _, state = train_step(fwd, opt, x, y, state, micro=x.shape[0],
                                         grad_clip=cfg.train.grad_clip, precision=precision)
-        float(loss)  # one sync at the end, as at a logging step
+        float(loss.detach())  # one sync at the end, as at a logging step
 
     return _timed(run, batches, device)
 
@@ -67,7 +67,7 @@ def _time_bare(cfg, batches, device) -> float:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        float(loss)
+        float(loss.detach())
 
     return _timed(run, batches, device)
 
