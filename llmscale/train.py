@@ -371,9 +371,11 @@ def _seed_everything(seed: int) -> None:
 
 
 class _Signals:
-    """SIGTERM / SIGUSR1 (SLURM preemption) set a flag the loop checks; restored on exit."""
+    """SIGTERM / SIGUSR1 (SLURM preemption) and SIGINT (Ctrl-C) set a flag the loop checks:
+    the step in flight finishes, then the run checkpoints and ends as preempted. The previous
+    handlers are restored on exit."""
 
-    SIGNALS = ("SIGTERM", "SIGUSR1")
+    SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT")
 
     def __init__(self):
         self.received: str | None = None
