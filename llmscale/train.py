@@ -425,6 +425,7 @@ class _Progress:
         self.bar = None
         self.enabled = enabled
         self.name = name
+        self.last_line = -math.inf  # perf_counter of the last plain log line
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -440,7 +441,10 @@ class _Progress:
             if row.get("val_loss") is not None:
                 post["val"] = f"{row['val_loss']:.4f}"
             self.bar.set_postfix(post, refresh=True)
-        else:
+        elif (row.get("val_loss") is not None or tokens_done >= total
+              or time.perf_counter() - self.last_line >= 10.0):
+            # Plain lines (logs, not a terminal): at evals, the end, and at most every 10 s.
+            self.last_line = time.perf_counter()
             val = f" val_loss {row['val_loss']:.4f}" if row.get("val_loss") is not None else ""
             print(f"[{self.name}] step {row['step']} tokens {tokens_done:,}/{total:,} "
                   f"loss {row['train_loss']:.4f}{val} lr {row['lr']:.3g} "
