@@ -38,7 +38,7 @@ def main(quick: bool = False) -> None:
     from llmscale.config import from_dict
     from llmscale.sweep import plan_sweep, run_sweep
 
-    tokens = 16_384 if quick else 65_536
+    tokens = 8_192 if quick else 32_768
     with tempfile.TemporaryDirectory(prefix="llmscale-bench-sweep-") as tmp:
         root = Path(tmp)
         os.environ["LLMSCALE_CACHE"] = str(root / "cache")
