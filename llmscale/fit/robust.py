@@ -21,7 +21,7 @@ from llmscale.fit.laws import LAWS, Law, law_param_names, predict, start_grid, t
 
 HUBER_DELTA = 1e-3  # on log-loss residuals, as Hoffmann et al. and Besiroglu et al.
 # Tight tolerances: the summed objective is ~1e-3 at the optimum, gradients ~1e-6 there.
-LBFGS_OPTIONS = {"maxiter": 300, "ftol": 1e-13, "gtol": 1e-9}
+LBFGS_OPTIONS = {"maxiter": 200, "ftol": 1e-10, "gtol": 1e-7}
 # Starts far from the optimum (exponent 0, coefficient e^25) wander for hundreds of steps and
 # never win; the grid is ordered by its objective and only the best GRID_STARTS are run.
 GRID_STARTS = 16
