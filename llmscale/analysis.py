@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,11 @@ def _fit_one(law: str, points: list[dict], bootstrap: int, seed: int) -> dict:
                              "method": ("least squares on L" if law == "linear" else
                                         "Huber(delta=1e-3) on log L, summed, L-BFGS-B")}
     if bootstrap > 0:
-        bs = run_bootstrap(fit, X, y, bootstrap, seed)
+        from tqdm import tqdm
+
+        with tqdm(total=bootstrap, desc=f"bootstrap {law}", leave=False,
+                  disable=not sys.stderr.isatty()) as bar:
+            bs = run_bootstrap(fit, X, y, bootstrap, seed, progress=lambda i: bar.update())
         entry.update(ci=bs["ci"], ci_level=0.95,
                      bootstrap={"resamples": bootstrap, "seed": seed,
                                 "samples": bs["samples"][:200]})

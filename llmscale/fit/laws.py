@@ -73,8 +73,11 @@ def predict(law: str, params: dict[str, float], N=None, D=None, C=None) -> np.nd
         return params["a"] * np.asarray(N, dtype=float) + params["b"]
     spec = LAWS[law]
     out = np.asarray(params[spec.constant], dtype=float) if spec.constant else np.asarray(0.0)
-    for t in spec.terms:
-        out = out + params[t.coef] * np.asarray(given[t.input], dtype=float) ** -params[t.exponent]
+    # A bootstrap sample far out (negative exponent) may overflow: inf is the honest answer.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in spec.terms:
+            x = np.asarray(given[t.input], dtype=float)
+            out = out + params[t.coef] * x ** -params[t.exponent]
     return np.asarray(out, dtype=float)
 
 

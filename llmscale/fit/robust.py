@@ -127,9 +127,11 @@ def fit_lse(law_name: str, X: dict[str, np.ndarray], loss: np.ndarray,
 def fit_linear(N: np.ndarray, loss: np.ndarray) -> Fit:
     """L = a N + b by ordinary least squares on L (the founding example's P(M) = aM + b)."""
     N, y = np.asarray(N, dtype=float), np.asarray(loss, dtype=float)
-    scale = float(np.max(np.abs(N)))  # conditioning: N is ~1e5..1e10
-    a, b = np.polyfit(N / scale, y, 1)
-    a /= scale
+    # Centred and scaled for conditioning: N is ~1e5..1e10.
+    mid, scale = float(np.mean(N)), float(np.ptp(N)) or 1.0
+    design = np.stack([(N - mid) / scale, np.ones_like(N)], axis=1)
+    (slope, level), *_ = np.linalg.lstsq(design, y, rcond=None)
+    a, b = slope / scale, level - slope * mid / scale
     rss = float(np.sum((a * N + b - y) ** 2))
     return Fit("linear", {"a": float(a), "b": float(b)}, np.array([a, b]), rss)
 
@@ -156,9 +158,9 @@ def bootstrap(fit: Fit, X: dict[str, np.ndarray], loss: np.ndarray, resamples: i
     loss = np.asarray(loss, dtype=float)
     starts = None
     if fit.law != "linear":
-        base = np.stack(fit.optima[:2] or (fit.theta,))
-        jitter = fit.theta + rng.normal(0.0, 0.1, size=(1, len(fit.theta)))
-        starts = np.vstack([base, jitter])
+        starts = np.stack(fit.optima[:2] or (fit.theta,))
+        if len(starts) < 2:  # no second optimum: a seeded perturbation of the best instead
+            starts = np.vstack([starts, fit.theta + rng.normal(0.0, 0.1, len(fit.theta))])
     samples: list[dict[str, float]] = []
     for i in range(resamples):
         idx = rng.integers(0, n, size=n)
