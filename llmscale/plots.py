@@ -84,7 +84,7 @@ class SweepData:
     fit_note: str  # why there is no fit, or why it may be stale; "" when fresh
 
 
-def load_sweep(sweep_dir: Path, *, refit: bool = True) -> SweepData:
+def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = None) -> SweepData:
     """Read results.csv and a fit.json that is fresh (newer than results.csv), fitting first if not.
 
     A fit that cannot be made (too few completed runs, the fitter not installed) is not an
@@ -105,7 +105,7 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True) -> SweepData:
     fresh = fit_path.is_file() and fit_path.stat().st_mtime >= results.stat().st_mtime
     note = ""
     if refit and not fresh:
-        note = run_fit(sweep_dir)
+        note = run_fit(sweep_dir, bootstrap=bootstrap)
     fit = None
     if fit_path.is_file():
         try:
@@ -118,14 +118,17 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True) -> SweepData:
     return SweepData(sweep_dir, records, problems, fit, note)
 
 
-def run_fit(sweep_dir: Path) -> str:
-    """Fit the sweep (writes fit.json); '' on success, else why it could not be fitted."""
+def run_fit(sweep_dir: Path, bootstrap: int | None = None) -> str:
+    """Fit the sweep (writes fit.json); '' on success, else why it could not be fitted.
+
+    bootstrap: resamples for the confidence intervals (None: the fitter's default).
+    """
     try:
         from llmscale.analysis import fit_sweep
     except ImportError as e:
         return f"the fitter is not available ({e})"
     try:
-        fit_sweep(sweep_dir)
+        fit_sweep(sweep_dir, **({} if bootstrap is None else {"bootstrap": bootstrap}))
     except UserError as e:
         return f"no fit: {e}"
     return ""
@@ -448,11 +451,12 @@ def fig_loss_vs_compute(data: SweepData):
 
 
 def _chinchilla_optimal(entry: dict[str, Any] | None, C: np.ndarray):
-    """N_opt = G (C/6)^a, D_opt = (C/6)^b / G (Hoffmann et al. 2022, eq. 4), per fit.json."""
+    """N_opt(C), D_opt(C) from fit.json's allocation, through the fitter's evaluator."""
     if not entry or not all(k in entry for k in ("a", "b", "G")):
         return None, None
-    # This allocation formula is fit.json's own ("N_opt": "G*(C/6)^a"), evaluated as written.
-    return (entry["G"] * (C / 6) ** entry["a"], (C / 6) ** entry["b"] / entry["G"])
+    from llmscale.fit.frontier import allocate
+
+    return allocate(entry, C)
 
 
 def _draw_allocation(ax, co: dict[str, Any], grid: np.ndarray, n_opt) -> None:

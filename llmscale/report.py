@@ -58,14 +58,15 @@ class Block:
 # --------------------------------------------------------------------------- entry points
 
 
-def build_all(sweep_dir: Path) -> None:
+def build_all(sweep_dir: Path, *, bootstrap: int | None = None) -> None:
     """After a sweep: fit (writes fit.json), draw the figures, write the report.
 
     Works on partial sweeps and on sweeps too small for some laws: what cannot be fitted or
-    drawn is named in the report with the reason.
+    drawn is named in the report with the reason. bootstrap: resamples for the fit's
+    confidence intervals (None: the fitter's default).
     """
     sweep_dir = Path(sweep_dir)
-    note = run_fit(sweep_dir)  # the sweep has just changed results.csv: always refit
+    note = run_fit(sweep_dir, bootstrap=bootstrap)  # the sweep has just changed results.csv: always refit
     data = load_sweep(sweep_dir, refit=False)
     if note:
         data = SweepData(data.sweep_dir, data.records, data.problems, data.fit,
@@ -146,6 +147,11 @@ def fmt(v: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * float(v):.2f}%"
 
@@ -196,7 +202,7 @@ def _laws(data: SweepData) -> list[Block]:
     laws = fitted_laws(fit)
     out = [Block("h2", "Scaling laws")]
     if not data.fit:
-        return out + [Block("p", "No fit: " + (data.fit_note or "fit.json is missing") + ".")]
+        return out + [Block("p", _sentence(data.fit_note or "no fit: fit.json is missing"))]
     level = next((e.get("ci_level") for e in laws.values() if e.get("ci_level")), 0.95)
     rows = []
     for law in [k for k in LAW_ORDER if k in laws] + sorted(set(laws) - set(LAW_ORDER)):
@@ -247,7 +253,7 @@ def _founding(fit: dict[str, Any], fit_note: str) -> list[Block]:
     out = [Block("h2", "The founding linear model P(M) = aM + b against the power laws")]
     lin = laws.get("linear")
     if not fit:
-        return out + [Block("p", "Not fitted: " + (fit_note or "fit.json is missing") + ".")]
+        return out + [Block("p", _sentence(fit_note or "no fit: fit.json is missing"))]
     if not lin:
         return out + [Block("p", "The linear model was not fitted: "
                                  + _why_missing("linear", fit) + ".")]

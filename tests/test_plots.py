@@ -85,20 +85,17 @@ def test_old_schema_csv_and_missing_run_dirs(tmp_path):
     assert "metrics.csv" in man["learning_curves"]["missing"]
 
 
-def test_stale_fit_is_redone_or_reported(tmp_path):
-    recs = make_records(shapes(hidden=(16, 32)), budgets=())
-    sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, budgets=()))
-    # results.csv newer than fit.json: the fit is stale
-    t = os.stat(sweep / "fit.json").st_mtime + 10
-    os.utime(sweep / "results.csv", (t, t))
-    data = load_sweep(sweep)
+def test_stale_fit_is_redone(tmp_path):
+    """results.csv newer than fit.json: plotting asks the real fitter first. With one shape it
+    refuses at once (cheap for a test); the older fit is shown, and the note says so."""
+    recs = make_records([(32, 1)], tokens=(100_000,), budgets=())
+    sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, laws=(), n_heldout=0, budgets=()))
+    assert load_sweep(sweep).fit_note == ""  # fresh: no refit
+    t = os.stat(sweep / "fit.json").st_mtime_ns + 10**9
+    os.utime(sweep / "results.csv", ns=(t, t))
+    data = load_sweep(sweep, bootstrap=4)
+    assert "no law can be fitted" in data.fit_note and "older fit.json" in data.fit_note
     assert data.fit is not None
-    try:
-        import llmscale.analysis  # noqa: F401
-    except ImportError:
-        assert "older fit.json" in data.fit_note
-    else:
-        assert (sweep / "fit.json").stat().st_mtime >= t or data.fit_note
 
 
 def test_user_mistakes_are_user_errors(tmp_path, capsys):

@@ -149,9 +149,9 @@ def write_sweep(sweep_dir: Path, records, fit=None, metrics=True) -> Path:
             write_metrics(sweep_dir, r)
     if fit is not None:
         write_json(sweep_dir / "fit.json", fit)
-        # fresh: newer than results.csv, so plot/report use it instead of refitting
-        t = os.stat(sweep_dir / "results.csv").st_mtime + 1
-        os.utime(sweep_dir / "fit.json", (t, t))
+        # fresh (not older than results.csv), so plot/report use it instead of refitting
+        t = os.stat(sweep_dir / "results.csv").st_mtime_ns
+        os.utime(sweep_dir / "fit.json", ns=(t, t))
     return sweep_dir
 
 

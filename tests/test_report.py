@@ -7,6 +7,7 @@ import re
 
 from test_plots_data import drop_columns, make_fit, make_records, shapes, write_sweep
 
+from llmscale.plots import make_plots
 from llmscale.records import read_results
 from llmscale.report import build_all, fmt, report_cli, write_report
 
@@ -23,6 +24,7 @@ def _assert_self_contained(page: str) -> None:
 def test_full_report_from_synthetic_sweep(tmp_path):
     recs = make_records(shapes(hidden=(16, 32, 64)), incomplete=2)
     sweep = write_sweep(tmp_path / "s", recs, make_fit(recs))
+    make_plots(sweep, formats=("png",))  # the report embeds PNGs; SVGs are test_plots' job
     md, page = write_report(sweep)
     text, html = md.read_text(), page.read_text()
     _assert_self_contained(html)
@@ -52,6 +54,7 @@ def test_full_report_from_synthetic_sweep(tmp_path):
 def test_one_shape_sweep_says_why_laws_are_missing(tmp_path):
     recs = make_records([(32, 1)], tokens=(100_000,), budgets=())
     sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, laws=(), n_heldout=0, budgets=()))
+    make_plots(sweep, formats=("png",))  # the report embeds PNGs; SVGs are test_plots' job
     md, page = write_report(sweep)
     text = md.read_text()
     assert "Not fitted:" in text
@@ -66,6 +69,7 @@ def test_fitter_reason_is_preferred(tmp_path):
     fit["not_fitted"] = {"chinchilla": "every run has the same D"}
     fit["laws"]["saturating"] = {"inputs": ["N"], "error": "did not converge"}  # no params
     sweep = write_sweep(tmp_path / "s", recs, fit)
+    make_plots(sweep, formats=("png",))
     md, _ = write_report(sweep)
     text = md.read_text()
     assert "chinchilla: every run has the same D" in text
@@ -83,6 +87,7 @@ def test_old_schema_and_partial_sweep(tmp_path):
     import json
 
     (sweep / "fit.json").write_text(json.dumps(fit))
+    make_plots(sweep, formats=("png",))  # the report embeds PNGs; SVGs are test_plots' job
     md, page = write_report(sweep)
     text = md.read_text()
     assert "failed: 3" in text and "Irreducible loss" not in text
@@ -90,15 +95,15 @@ def test_old_schema_and_partial_sweep(tmp_path):
     _assert_self_contained(page.read_text())
 
 
-def test_report_cli_and_no_fit(tmp_path, capsys):
-    """No fit.json and (until the fitter lands) no fitter: the report still renders, says why."""
-    recs = make_records(shapes(hidden=(16, 32)), budgets=())
+def test_report_cli_when_nothing_can_be_fitted(tmp_path, capsys):
+    """No fit.json, one shape: report fits first, the fitter refuses, the report says why."""
+    recs = make_records([(32, 1)], tokens=(100_000,), budgets=())
     sweep = write_sweep(tmp_path / "s", recs, None)
     assert report_cli(sweep) == 0
+    assert "no fit" in capsys.readouterr().err
     assert (sweep / "report.html").is_file() and (sweep / "plots" / "plots.json").is_file()
     text = (sweep / "report.md").read_text()
-    if not (sweep / "fit.json").exists():
-        assert "No fit:" in text
+    assert "No fit: no fit" not in text and "needs at least 3 runs" in text
     _assert_self_contained((sweep / "report.html").read_text())
 
 
@@ -107,6 +112,7 @@ def test_cli_exit_codes(tmp_path, capsys):
 
     recs = make_records(shapes(hidden=(16,)), budgets=())
     sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, laws=("linear", "power"), budgets=()))
+    make_plots(sweep, formats=("png",))
     assert main(["report", str(sweep)]) == 0
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
@@ -137,11 +143,12 @@ def test_real_small_sweep(tmp_path):
     out = tmp_path / "sweep"
     records = run_sweep(cfg, out, progress=False)
     assert len(records) == 4
-    build_all(out)
+    build_all(out, bootstrap=8)
     man = (out / "plots" / "plots.json").read_text()
     for name in ("loss_vs_params", "loss_vs_compute", "learning_curves", "cost"):
         assert (out / "plots" / f"{name}.png").is_file(), (name, man)
     text = (out / "report.md").read_text()
     assert "4 (completed: 4)" in text
     assert all(r.run_id in text for r in records)
+    assert (out / "fit.json").is_file() and "No fit" not in text
     _assert_self_contained((out / "report.html").read_text())
