@@ -107,13 +107,27 @@ def _reduce(points: list[dict], how: str) -> list[dict]:
     return out
 
 
+def compute_frontier(points: list[dict]) -> list[dict]:
+    """The runs on the lower envelope of loss against C (approach 1): each has a lower loss than
+    every run with less compute. The `compute` law L(C) is a frontier, not a fit to all runs."""
+    out, best = [], math.inf
+    for p in sorted(points, key=lambda p: (p["C"], p["loss"])):
+        if p["loss"] < best:
+            out.append(p)
+            best = p["loss"]
+    return out
+
+
 def _why_not(law: str, points: list[dict]) -> str | None:
     from llmscale.fit.laws import law_param_names
 
     need = len(law_param_names(law)) + 1
     usable = [p for p in points if all(p.get(k) for k in NEEDS_DISTINCT[law])]
+    what = "runs"
+    if law == "compute":
+        usable, what = compute_frontier(usable), "runs on the loss-vs-compute frontier"
     if len(usable) < need:
-        return (f"{law} needs at least {need} runs (parameters + 1) with "
+        return (f"{law} needs at least {need} {what} (parameters + 1) with "
                 f"{', '.join(NEEDS_DISTINCT[law])}; the data has {len(usable)}")
     for k, n in NEEDS_DISTINCT[law].items():
         distinct = len({p[k] for p in usable})
@@ -130,6 +144,8 @@ def _fit_one(law: str, points: list[dict], bootstrap: int, seed: int) -> dict:
 
     inputs = law_inputs(law)
     pts = [p for p in points if all(p.get(k) for k in inputs)]
+    if law == "compute":
+        pts = compute_frontier(pts)
     X = {k: np.array([p[k] for p in pts], dtype=float) for k in inputs}
     y = np.array([p["loss"] for p in pts], dtype=float)
     fit = fit_law(law, X, y)
@@ -358,7 +374,7 @@ def plan_budget(fit: dict, flops: float | None = None, gpu_hours: float | None =
     cost = fit.get("cost") or {}
     if gpu_hours is not None:
         if "gpu_hours" not in cost:
-            raise UserError("the fit has no gpu_hours cost law (every run had 0 GPUs); "
+            raise UserError("the fit has no gpu_hours cost law (no run recorded GPU time); "
                             "use --budget-flops")
         k, p = cost["gpu_hours"]["params"]["k"], cost["gpu_hours"]["params"]["p"]
         flops = 6 * (gpu_hours / k) ** (1 / p)  # gpu_hours = k (N D)^p and N_opt D_opt = C / 6

@@ -59,6 +59,11 @@ def test_fit_sweep_writes_fit_json(tmp_path):
     assert fit["cost"]["wall_time_s"]["params"]["p"] == pytest.approx(1.0, abs=1e-6)
     assert "gpu_hours" not in fit["cost"]  # every run was on CPU
     assert fit["compute_optimal"]["chinchilla"]["a"] > 0
+    # compute is the frontier L(C): only runs better than every cheaper run are fitted
+    frontier = fit["laws"]["compute"]["residuals"]
+    assert 4 <= len(frontier) < len(fit["points"])
+    observed = [r["observed"] for r in frontier]
+    assert observed == sorted(observed, reverse=True)
 
 
 def test_reduce_mean_and_params_total(tmp_path):

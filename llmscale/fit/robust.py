@@ -7,7 +7,7 @@ objective per parameter and are unreliable at this scale.
 
 The bootstrap does not rerun the grid for every resample (4,500 starts x 1,000 resamples):
 a resample's optimum is near the full-data one, so it starts from the full-data optimum, the
-next-best distinct local optimum the grid found, and a seeded perturbations of the optimum.
+next-best distinct local optimum the grid found (or a seeded perturbation of the optimum).
 """
 
 from __future__ import annotations
