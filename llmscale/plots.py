@@ -438,6 +438,12 @@ def fig_loss_vs_compute(data: SweepData):
                 label="compute-optimal (Chinchilla fit)")
     ax.set_xscale("log")
     _log_axes(ax, [], ls)
+    # The runs set the view: a wide bootstrap band at the edge must not flatten them.
+    if ax.get_yscale() == "log":
+        ax.set_ylim(min(ls) / 1.2, max(ls) * 1.2)
+    else:
+        ax.set_ylim(min(ls) - 0.1 * np.ptp(ls) - 0.05 * abs(min(ls)),
+                    max(ls) + 0.1 * np.ptp(ls) + 0.05 * abs(max(ls)))
     ax.set_xlabel(_label("flops"))
     ax.set_ylabel(_label(l_col))
     ax.set_title("Loss vs compute")
