@@ -181,6 +181,9 @@ def _summary(data: SweepData) -> list[Block]:
                                f"`{data.fit.get('loss')}`, N column `{data.fit.get('n')}`, "
                                f"several runs per shape reduced by `{data.fit.get('reduce')}`")]
     out = [Block("h2", "Sweep summary"), Block("table", rows=(("quantity", "value"), *rows))]
+    notes = (data.fit or {}).get("notes") or []
+    if notes:
+        out += [Block("p", "Notes from the fit:"), Block("list", rows=tuple(map(str, notes)))]
     if data.problems:
         out += [Block("p", f"{len(data.problems)} rows of results.csv could not be read and are "
                            "left out:"), Block("list", rows=tuple(data.problems))]
@@ -210,7 +213,8 @@ def _laws(data: SweepData) -> list[Block]:
         h = e.get("heldout") or {}
         rows.append((LAW_LABELS.get(law, law), ", ".join(e.get("inputs") or []), _param_ci(e),
                      _pct(h.get("mean_abs_rel_err")), _pct(h.get("max_abs_rel_err")),
-                     f"{h.get('n_fit', '–')} / {h.get('n_heldout', '–')}"))
+                     f"{h.get('n_fit', '–')} / {h.get('n_heldout', '–')}" if "n_fit" in h
+                     else f"none held out: {h.get('reason', 'no held-out split')}"))
     if rows:
         out.append(Block("p", f"Parameters with {100 * level:.0f}% bootstrap intervals; held-out "
                               "error is the relative error of the law on runs it was not fitted "
