@@ -104,6 +104,8 @@ def _column_types() -> dict[str, str]:
 def _format(v: Any) -> str:
     if v is None:
         return ""
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()  # numpy / torch scalars: repr(np.float64(1.0)) would not read back
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
