@@ -89,7 +89,7 @@ def test_sweep_with_analysis_then_rerun_is_a_fast_noop(tmp_path):
 def test_resume_after_sigkill_mid_run(tmp_path):
     # The first run is long enough to be killed mid-way, the second short.
     cfg_path = write_config(tmp_path / "c.yaml",
-                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 16_000},
+                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 200_000},
                                       {"model.hidden_dim": 12}]},
                             output={"checkpoint_every_tokens": 4096, "log_every_steps": 16})
     out = tmp_path / "s"
@@ -102,7 +102,7 @@ def test_resume_after_sigkill_mid_run(tmp_path):
         assert p.poll() is None, p.communicate()[1]
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
-    time.sleep(0.3)
+    time.sleep(0.1)
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate()
     assert not (first / "record.json").exists(), "run finished before the kill: raise tokens"
@@ -172,7 +172,7 @@ def test_submitit_local_executor_end_to_end(tmp_path, monkeypatch):
 
 def test_sigterm_preempts_the_run_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     cfg_path = write_config(tmp_path / "c.yaml",
-                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 16_000},
+                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 200_000},
                                       {"model.hidden_dim": 12}]},
                             output={"checkpoint_every_tokens": 4096, "log_every_steps": 16})
     out = tmp_path / "s"
