@@ -118,14 +118,32 @@ def compute_frontier(points: list[dict]) -> list[dict]:
     return out
 
 
+def best_per_size(points: list[dict]) -> list[dict]:
+    """For laws of N alone: one point per N, the lowest loss over the sweep's token budgets.
+
+    A sweep that also varies D holds several losses per size; mixing them would make L(N) fit
+    the spread in D. The lowest is the size's loss in the most data-rich run (Kaplan et al.'s
+    L(N) is the loss a size reaches when data is not the limit).
+    """
+    best: dict[float, dict] = {}
+    for p in points:
+        if p["N"] not in best or p["loss"] < best[p["N"]]["loss"]:
+            best[p["N"]] = p
+    return sorted(best.values(), key=lambda p: p["N"])
+
+
 def _why_not(law: str, points: list[dict]) -> str | None:
-    from llmscale.fit.laws import law_param_names
+    from llmscale.fit.laws import law_inputs, law_param_names
 
     need = len(law_param_names(law)) + 1
     usable = [p for p in points if all(p.get(k) for k in NEEDS_DISTINCT[law])]
     what = "runs"
     if law == "compute":
         usable, what = compute_frontier(usable), "runs on the loss-vs-compute frontier"
+    elif law_inputs(law) == ["N"]:
+        usable, what = best_per_size(usable), "sizes"
+        if len(usable) == 1:
+            return f"{law} needs at least {need} distinct values of N; all runs of one size"
     if len(usable) < need:
         return (f"{law} needs at least {need} {what} (parameters + 1) with "
                 f"{', '.join(NEEDS_DISTINCT[law])}; the data has {len(usable)}")
@@ -146,6 +164,8 @@ def _fit_one(law: str, points: list[dict], bootstrap: int, seed: int) -> dict:
     pts = [p for p in points if all(p.get(k) for k in inputs)]
     if law == "compute":
         pts = compute_frontier(pts)
+    elif inputs == ["N"]:
+        pts = best_per_size(pts)
     X = {k: np.array([p[k] for p in pts], dtype=float) for k in inputs}
     y = np.array([p["loss"] for p in pts], dtype=float)
     fit = fit_law(law, X, y)
@@ -218,7 +238,12 @@ def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_n
                             key=lambda k: out["laws"][k]["heldout"]["mean_abs_rel_err"])
     co: dict[str, Any] = {}
     if "chinchilla" in out["laws"]:
-        co["chinchilla"] = chinchilla_optimal(out["laws"]["chinchilla"]["params"])
+        optimal = chinchilla_optimal(out["laws"]["chinchilla"]["params"])
+        if optimal is None:
+            notes.append("no compute-optimal allocation from the chinchilla fit: a fitted "
+                         "exponent (alpha or beta) is not positive")
+        else:
+            co["chinchilla"] = optimal
     with_c = [p for p in points if p.get("C")]
     iso = isoflop([p["N"] for p in with_c], [p["C"] for p in with_c],
                   [p["loss"] for p in with_c]) if with_c else None

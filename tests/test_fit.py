@@ -95,3 +95,8 @@ def test_compute_optimal_closed_form_and_isoflop():
     iso = isoflop(Ns, Cs, predict("chinchilla", TRUE, N=Ns, D=Cs / (6 * Ns)))
     assert len(iso["budgets"]) == 3
     assert iso["a"] == pytest.approx(co["a"], abs=0.05)
+
+
+def test_no_allocation_when_an_exponent_is_not_positive():
+    assert chinchilla_optimal({"E": 1.3, "A": 2.9, "alpha": -0.02, "B": 7.9, "beta": 0.4}) is None
+    assert chinchilla_optimal({"E": 1.3, "A": 2.9, "alpha": 0.3, "B": 7.9, "beta": 0.0}) is None

@@ -103,7 +103,7 @@ def test_report_cli_when_nothing_can_be_fitted(tmp_path, capsys):
     assert "no fit" in capsys.readouterr().err
     assert (sweep / "report.html").is_file() and (sweep / "plots" / "plots.json").is_file()
     text = (sweep / "report.md").read_text()
-    assert "No fit: no fit" not in text and "needs at least 3 runs" in text
+    assert "No fit: no fit" not in text and "all runs of one size" in text
     _assert_self_contained((sweep / "report.html").read_text())
 
 
@@ -138,17 +138,17 @@ def test_real_small_sweep(tmp_path):
         "train": {"tokens": 1024, "batch_size": 4, "seq_len": 16, "lr": 1.0e-2},
         "eval": {"tokens": 64, "every_tokens": 256},  # few evaluations: the test's time is training
         "output": {"log_every_steps": 2},
-        "sweep": {"grid": {"model.hidden_dim": [8, 16], "train.tokens": [384, 768]}},
+        "sweep": {"grid": {"model.hidden_dim": [8, 12, 16], "train.tokens": [384, 768]}},
     })
     out = tmp_path / "sweep"
     records = run_sweep(cfg, out, progress=False)
-    assert len(records) == 4
+    assert len(records) == 6
     build_all(out, bootstrap=8)
     man = (out / "plots" / "plots.json").read_text()
     for name in ("loss_vs_params", "loss_vs_compute", "learning_curves", "cost"):
         assert (out / "plots" / f"{name}.png").is_file(), (name, man)
     text = (out / "report.md").read_text()
-    assert "4 (completed: 4)" in text
+    assert "6 (completed: 6)" in text
     assert all(r.run_id in text for r in records)
     assert (out / "fit.json").is_file() and "No fit" not in text
     _assert_self_contained((out / "report.html").read_text())

@@ -10,8 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def chinchilla_optimal(params: dict[str, float]) -> dict:
+def chinchilla_optimal(params: dict[str, float]) -> dict | None:
+    """The closed-form allocation, or None when a fitted exponent is not positive (then loss
+    does not fall with N or with D, and there is no trade-off to optimise)."""
     alpha, beta, A, B = params["alpha"], params["beta"], params["A"], params["B"]
+    if not (alpha > 0 and beta > 0):
+        return None
     return {"a": beta / (alpha + beta), "b": alpha / (alpha + beta),
             "G": (alpha * A / (beta * B)) ** (1.0 / (alpha + beta)),
             "N_opt": "G*(C/6)^a", "D_opt": "(C/6)^b / G"}
