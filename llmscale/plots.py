@@ -254,11 +254,23 @@ def fitted_laws(fit: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
                                                                                    dict)}
 
 
-def heldout_ids(fit: dict[str, Any] | None) -> set[str]:
-    """Runs some law held out (the largest ones, by the fitter's rule)."""
+def heldout_ids(fit: dict[str, Any] | None, inputs: list[str] | None = None) -> set[str]:
+    """Runs some law held out (the largest ones, by the fitter's rule); only laws of `inputs`
+    when given."""
     ids: set[str] = set()
     for law in fitted_laws(fit).values():
-        ids.update((law.get("heldout") or {}).get("heldout_run_ids") or [])
+        if inputs is None or list(law.get("inputs") or []) == inputs:
+            ids.update((law.get("heldout") or {}).get("heldout_run_ids") or [])
+    return ids
+
+
+def _used_by_n_laws(fit: dict[str, Any] | None) -> set[str] | None:
+    """Runs the laws of N were fitted to (each size's best over token budgets), or None when no
+    such law reports its residuals."""
+    ids = None
+    for law in fitted_laws(fit).values():
+        if list(law.get("inputs") or []) == ["N"] and law.get("residuals"):
+            ids = (ids or set()) | {r["run_id"] for r in law["residuals"]}
     return ids
 
 
@@ -346,10 +358,20 @@ def fig_loss_vs_params(data: SweepData):
         raise _NoFigure("no completed run has both N and a loss")
     fit = data.fit or {}
     n_col, l_col = _col(fit, "n", "params_nonembedding"), _col(fit, "loss", "val_loss")
-    held = heldout_ids(fit)
+    held = heldout_ids(fit, ["N"])
     fig, axes = _figure()
     ax = axes[0, 0]
-    _scatter_points(ax, pts, held, "N", "#000000", "runs (fitted)")
+    used = _used_by_n_laws(fit)
+    if used is not None and len(used) < len(pts):
+        # A sweep that also varies D: L(N) is fitted to each size's lowest loss; the runs
+        # with fewer tokens are shown for context, in grey.
+        others = [p for p in pts if p["run_id"] not in used]
+        ax.scatter([p["N"] for p in others], [p["loss"] for p in others], s=18,
+                   color="#BBBBBB", zorder=2, label="runs on fewer tokens (not in L(N))")
+        pts_n = [p for p in pts if p["run_id"] in used]
+    else:
+        pts_n = pts
+    _scatter_points(ax, pts_n, held, "N", "#000000", "runs (fitted)")
     grid = _grid([p["N"] for p in pts])
     laws = fitted_laws(fit)
     drawn = []
