@@ -13,13 +13,13 @@ import dataclasses
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
+
+from llmscale.atomic import atomic_write_text
 
 RESULTS_FILE = "results.csv"
 STATUSES = ("completed", "diverged", "oom", "failed", "preempted", "running")
@@ -171,22 +171,6 @@ def _render(records: list[RunRecord]) -> str:
     for r in records:
         w.writerow(r.to_row())
     return buf.getvalue()
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over `path`."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def results_lock(path: str | Path) -> FileLock:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from llmscale.atomic import atomic_write_text
+
 if TYPE_CHECKING:
     from llmscale.config import RunConfig
 
@@ -159,5 +161,5 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
         log.info("encoded %s: %d tokens, %d bytes in %.1fs", split, writer.count, nbytes,
                  time.perf_counter() - t0)
     # Last: only now is the entry trusted by read_meta.
-    cache.atomic_write_text(entry / cache.META, json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(entry / cache.META, json.dumps(meta, indent=2) + "\n")
     return meta

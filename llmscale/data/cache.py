@@ -36,21 +36,6 @@ def cache_root(configured: str | None) -> Path:
     return Path.home() / ".cache" / "llmscale"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class AtomicArrayWriter:
     """Append id arrays to a temp file; `commit()` renames it into place, else it is deleted."""
 

@@ -73,7 +73,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def save(tok: Tokenizer, path: Path) -> None:
     """Atomic: tokenizer.json is either absent or complete."""
-    from llmscale.data.cache import atomic_write_text
+    from llmscale.atomic import atomic_write_text
 
     atomic_write_text(path, tok.to_str())
 
