@@ -51,6 +51,25 @@ def llmscale(*args: str, **kw) -> subprocess.Popen:
                             start_new_session=True, **kw)
 
 
+def start_until_checkpoint(tmp_path: Path):
+    """A sweep whose first run is long enough to interrupt mid-way (the second is short),
+    started in a subprocess and returned once the first run has written a checkpoint."""
+    cfg_path = write_config(tmp_path / "c.yaml",
+                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 200_000},
+                                      {"model.hidden_dim": 12}]},
+                            output={"checkpoint_every_tokens": 4096, "log_every_steps": 16})
+    out = tmp_path / "s"
+    runs = plan_sweep(from_dict(yaml.safe_load(cfg_path.read_text())))
+    first = out / "runs" / run_dir_name(runs[0])
+    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
+    deadline = time.time() + 90
+    while not (first / "checkpoint" / "trainer_state.pt").exists():
+        assert p.poll() is None, p.communicate()[1]
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    return p, cfg_path, out, runs
+
+
 def check_table(out: Path, runs) -> list:
     records, problems = read_results(out / RESULTS_FILE)
     assert problems == []
@@ -87,21 +106,8 @@ def test_sweep_with_analysis_then_rerun_is_a_fast_noop(tmp_path):
 
 
 def test_resume_after_sigkill_mid_run(tmp_path):
-    # The first run is long enough to be killed mid-way, the second short.
-    cfg_path = write_config(tmp_path / "c.yaml",
-                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 200_000},
-                                      {"model.hidden_dim": 12}]},
-                            output={"checkpoint_every_tokens": 4096, "log_every_steps": 16})
-    out = tmp_path / "s"
-    cfg = from_dict(yaml.safe_load(cfg_path.read_text()))
-    runs = plan_sweep(cfg)
+    p, cfg_path, out, runs = start_until_checkpoint(tmp_path)
     first = out / "runs" / run_dir_name(runs[0])
-    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
-    deadline = time.time() + 90
-    while not (first / "checkpoint" / "trainer_state.pt").exists():
-        assert p.poll() is None, p.communicate()[1]
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
     time.sleep(0.1)
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate()
@@ -171,19 +177,8 @@ def test_submitit_local_executor_end_to_end(tmp_path, monkeypatch):
 
 
 def test_sigterm_preempts_the_run_stops_the_sweep_and_a_rerun_resumes(tmp_path):
-    cfg_path = write_config(tmp_path / "c.yaml",
-                            {"runs": [{"model.hidden_dim": 8, "train.tokens": 200_000},
-                                      {"model.hidden_dim": 12}]},
-                            output={"checkpoint_every_tokens": 4096, "log_every_steps": 16})
-    out = tmp_path / "s"
-    runs = plan_sweep(from_dict(yaml.safe_load(cfg_path.read_text())))
+    p, cfg_path, out, runs = start_until_checkpoint(tmp_path)
     first, second = (out / "runs" / run_dir_name(r) for r in runs)
-    p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
-    deadline = time.time() + 90
-    while not (first / "checkpoint" / "trainer_state.pt").exists():
-        assert p.poll() is None, p.communicate()[1]
-        assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.05)
     p.send_signal(signal.SIGTERM)  # what SLURM sends before preempting or at the time limit
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
