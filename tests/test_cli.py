@@ -52,13 +52,64 @@ def test_debug_shows_traceback(tmp_path, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [["--debug", "validate"], ["validate", "--debug"]])
+def test_debug_before_or_after_the_subcommand(tmp_path, capsys, argv):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: {hidden_dim: 0}\n")
+    assert main([*argv, str(p)]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["-v", "validate"], ["validate", "-v"],
+                                  ["validate", "--log-level", "debug"],
+                                  ["--log-level", "debug", "validate"]])
+def test_log_level_before_or_after_the_subcommand(capsys, argv):
+    import logging
+
+    assert main(argv) == 0
+    assert logging.getLogger("llmscale").getEffectiveLevel() == logging.DEBUG
+    assert main(["validate"]) == 0
+    assert logging.getLogger("llmscale").getEffectiveLevel() == logging.INFO
+
+
+def test_log_messages_go_to_stderr_with_a_timestamp(capsys):
+    import logging
+
+    assert main(["--log-level", "info", "validate"]) == 0
+    logging.getLogger("llmscale.data").info("encoding 3 files")
+    logging.getLogger("llmscale.data").debug("not shown at info")
+    err = capsys.readouterr().err
+    assert "INFO llmscale.data: encoding 3 files" in err and "not shown" not in err
+
+
+def test_bad_log_level_is_a_user_error(capsys):
+    assert main(["validate", "--log-level", "loud"]) == 2
+    assert "--log-level" in capsys.readouterr().err
+
+
+def test_repeated_submitit_warnings_are_shown_once(capfd):
+    import logging
+
+    import submitit  # noqa: F401 - its import configures the "submitit" logger
+
+    from llmscale.logs import quiet_submitit
+
+    quiet_submitit()
+    log = logging.getLogger("submitit")
+    for call in range(3):
+        log.warning(f"Call #{call} - Bypassing sacct error, status may be inaccurate.")
+    log.warning("something else")
+    err = capfd.readouterr().err
+    assert err.count("Bypassing sacct error") == 1 and "something else" in err
+
+
 def test_internal_error_exits_1(monkeypatch, capsys):
-    import llmscale.cli as cli
+    from llmscale.cli import validate
 
     def boom(args):
         raise RuntimeError("kaput")
 
-    monkeypatch.setitem(cli.COMMANDS, "validate", boom)
+    monkeypatch.setattr(validate, "run", boom)
     assert main(["validate"]) == 1
     err = capsys.readouterr().err
     assert "internal error" in err and "kaput" in err and "Traceback" not in err

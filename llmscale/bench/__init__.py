@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 
 
-def bench_cli(what: str, quick: bool = False) -> int:
+def run_bench(what: str, quick: bool = False) -> None:
+    """Run `llmscale.bench.<what>.main(quick=...)`, which prints its figures."""
     module = importlib.import_module(f"llmscale.bench.{what}")
     module.main(quick=quick)
-    return 0
