@@ -14,6 +14,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import logging
 import math
 import types
 import typing
@@ -65,14 +66,25 @@ class TokenizerConfig:
     min_frequency: int = 2  # BPE merges need a pair seen at least this often
 
 
+MODEL_KINDS = ("lstm", "gru", "transformer")
+# Keys only the transformer reads. On an RNN they are ignored (with a note when the user set
+# them) and left out of run_id, so one YAML can sweep model.kind with num_heads set once.
+TRANSFORMER_ONLY_KEYS = ("num_heads", "mlp_ratio")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    """The model's shape. llmscale.model.build_model builds it; llmscale.accounting counts it."""
+
+    kind: str = "lstm"  # lstm | gru | transformer (llmscale.model)
     embedding_dim: int = 64  # width of token embeddings
-    hidden_dim: int = 64  # LSTM hidden size, per layer
-    num_layers: int = 1  # stacked LSTM layers
+    hidden_dim: int = 64  # RNN hidden size, or the transformer's residual width (d_model), per layer
+    num_layers: int = 1  # stacked RNN layers, or transformer blocks
     dropout: float = 0.0  # between layers and before the output projection, in [0, 1)
     tie_weights: bool = False  # share embedding and output matrices (needs embedding_dim == hidden_dim)
-    init: str = "default"  # default (PyTorch's) | uniform (U(-0.1, 0.1) as word_language_model)
+    init: str = "default"  # default (PyTorch's; GPT-2's for the transformer) | uniform (U(-0.1, 0.1) as word_language_model)
+    num_heads: int = 4  # transformer only: attention heads; hidden_dim / num_heads must be even
+    mlp_ratio: float = 4.0  # transformer only: MLP width = mlp_ratio x hidden_dim (an integer)
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,13 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
         d.pop(key, None)
     for section, key in _OUTPUT_ONLY_FIELDS:
         d[section].pop(key, None)
+    # model.kind came after the first runs: the default lstm stays out of the hash so their
+    # run_ids do not change; keys the kind does not read stay out too (they change nothing).
+    if cfg.model.kind == "lstm":
+        d["model"].pop("kind")
+    if cfg.model.kind != "transformer":
+        for key in TRANSFORMER_ONLY_KEYS:
+            d["model"].pop(key)
     return d
 
 
@@ -208,7 +227,23 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
-    return from_dict(raw)
+    cfg = from_dict(raw)
+    _note_ignored_model_keys(raw, cfg)
+    return cfg
+
+
+def _note_ignored_model_keys(raw: dict[str, Any], cfg: RunConfig) -> None:
+    """Transformer-only keys set on an RNN are ignored, not refused: a sweep over model.kind
+    sets them once in the base config, and refusing would make that sweep unwritable."""
+    model = raw.get("model")
+    if cfg.model.kind == "transformer" or not isinstance(model, dict):
+        return
+    given = [f"model.{k}" for k in TRANSFORMER_ONLY_KEYS if k in model]
+    if given:
+        logging.getLogger("llmscale.config").warning(
+            "note: %s only %s to model.kind transformer; ignored for kind %s (and left "
+            "out of its run_id)", ", ".join(given), "applies" if len(given) == 1 else "apply",
+            cfg.model.kind)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -461,10 +496,21 @@ def _check_ranges(cfg: RunConfig) -> None:
     if tok.min_frequency < 1:
         _fail("tokenizer.min_frequency", tok.min_frequency, ">= 1")
 
+    if m.kind not in MODEL_KINDS:
+        _fail("model.kind", m.kind, ", ".join(MODEL_KINDS))
     for key in ("embedding_dim", "hidden_dim", "num_layers"):
         v = getattr(m, key)
         if v < 1:
             _fail(f"model.{key}", v, "an integer >= 1")
+    if m.kind == "transformer":
+        if m.num_heads < 1 or m.hidden_dim % m.num_heads or (m.hidden_dim // m.num_heads) % 2:
+            raise UserError(f"model.num_heads: {m.num_heads} must be >= 1 and divide "
+                            f"model.hidden_dim ({m.hidden_dim}) into heads of even width "
+                            f"(rotary positions rotate pairs)")
+        ff = m.mlp_ratio * m.hidden_dim
+        if not (m.mlp_ratio > 0 and math.isfinite(ff) and ff >= 1 and float(ff).is_integer()):
+            raise UserError(f"model.mlp_ratio: {m.mlp_ratio!r} x hidden_dim {m.hidden_dim} = "
+                            f"{ff:g} must be a whole number of MLP units >= 1")
     if not 0.0 <= m.dropout < 1.0:
         _fail("model.dropout", m.dropout, "0 <= dropout < 1")
     if m.tie_weights and m.embedding_dim != m.hidden_dim:
@@ -537,3 +583,19 @@ def _to_plain(obj: Any) -> Any:
 
 def dump_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Device names (`--device`, `--devices`): checked here, before torch is imported
+
+DEVICE_NAMES = "auto, cpu, cuda, or cuda:N"
+
+
+def check_device_name(name: str, flag: str = "--device") -> str:
+    """The one check of a device name's form; returns it, or a UserError naming `flag`.
+
+    Whether the device exists is llmscale.hardware.resolve_device's question, at run time.
+    """
+    if name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit()):
+        return name
+    raise UserError(f"{flag} {name!r}: allowed: {DEVICE_NAMES}")
