@@ -115,12 +115,36 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class SlurmConfig:
-    partition: str | None = None
+    """Resources and site settings of the SLURM array (one task per run, executor slurm)."""
+
+    partition: str | None = None  # None: the cluster's default partition
     time_min: int = 240  # wall-clock limit per array task, minutes
-    gpus_per_run: int = 1  # GPUs per run; > 1 runs DDP inside the task
+    gpus_per_run: int = 1  # GPUs per run; 0 on a CPU partition; > 1 runs DDP inside the task
+    tasks_per_run: int | None = None  # processes (DDP ranks) per run; None = max(1, gpus_per_run)
     cpus_per_task: int = 8
-    mem_gb: int = 64
+    mem_gb: int = 64  # per array task (all its processes), GB
     max_parallel: int | None = None  # cap on array tasks running at once
+    # Seconds before the time limit that SLURM signals the task (sbatch --signal): the run
+    # checkpoints and the task requeues itself, resuming where it stopped. None: 120 s, or a
+    # quarter of time_min when that is shorter (SLURM may signal up to 60 s early).
+    signal_delay_s: int | None = None
+    account: str | None = None  # sbatch --account
+    qos: str | None = None  # sbatch --qos
+    constraint: str | None = None  # sbatch --constraint (node features, e.g. "a100|h100")
+    setup: tuple[str, ...] = ()  # shell lines run in the job before the task (module load ...)
+    additional: dict[str, str | int | bool] = field(default_factory=dict)  # more sbatch options
+
+    @property
+    def signal_delay(self) -> int:
+        """sbatch --signal lead time [s]: signal_delay_s, else min(120, time_min * 60 / 4)."""
+        if self.signal_delay_s is not None:
+            return self.signal_delay_s
+        return max(1, min(120, self.time_min * 15))
+
+    @property
+    def tasks(self) -> int:
+        """Processes (DDP ranks) per run."""
+        return self.tasks_per_run if self.tasks_per_run is not None else max(1, self.gpus_per_run)
 
 
 @dataclass(frozen=True)
@@ -559,10 +583,7 @@ def _check_ranges(cfg: RunConfig) -> None:
     for i, b in enumerate(sw.budgets):
         if not (b > 0 and math.isfinite(b)):
             _fail(f"sweep.budgets[{i}]", b, "positive FLOP budgets")
-    if sw.slurm.gpus_per_run < 1:
-        _fail("sweep.slurm.gpus_per_run", sw.slurm.gpus_per_run, ">= 1")
-    if sw.slurm.time_min < 1:
-        _fail("sweep.slurm.time_min", sw.slurm.time_min, ">= 1 minute")
+    _check_slurm(sw.slurm)
 
     if out.log_every_steps < 1:
         _fail("output.log_every_steps", out.log_every_steps, ">= 1")
@@ -570,6 +591,61 @@ def _check_ranges(cfg: RunConfig) -> None:
         _fail("output.checkpoint_every_minutes", out.checkpoint_every_minutes, "> 0")
     if out.checkpoint_every_tokens is not None and out.checkpoint_every_tokens < 1:
         _fail("output.checkpoint_every_tokens", out.checkpoint_every_tokens, ">= 1, or null")
+
+
+# sbatch options llmscale sets from its own keys (or needs as it sets them): `additional` may
+# not set them, so one setting has one place.
+_SBATCH_OWN = {"partition": "partition", "time": "time_min", "gpus-per-node": "gpus_per_run",
+               "gres": "gpus_per_run", "gpus": "gpus_per_run", "ntasks-per-node": "tasks_per_run",
+               "ntasks": "tasks_per_run", "cpus-per-task": "cpus_per_task", "mem": "mem_gb",
+               "mem-per-cpu": "mem_gb", "mem-per-gpu": "mem_gb",
+               "signal": "signal_delay_s", "account": "account", "qos": "qos",
+               "constraint": "constraint", "array": "max_parallel", "nodes": None,
+               "output": None, "error": None, "job-name": None, "open-mode": None,
+               "wrap": None}
+
+
+def _check_slurm(s: SlurmConfig) -> None:
+    p = "sweep.slurm"
+    if s.gpus_per_run < 0:
+        _fail(f"{p}.gpus_per_run", s.gpus_per_run, ">= 0 (0: a CPU-only task)")
+    if s.tasks_per_run is not None:
+        if s.tasks_per_run < 1:
+            _fail(f"{p}.tasks_per_run", s.tasks_per_run, ">= 1, or null")
+        if s.gpus_per_run > 0 and s.tasks_per_run != s.gpus_per_run:
+            _fail(f"{p}.tasks_per_run", s.tasks_per_run,
+                  f"null or gpus_per_run ({s.gpus_per_run}): one process per GPU")
+    if s.time_min < 1:
+        _fail(f"{p}.time_min", s.time_min, ">= 1 minute")
+    if s.cpus_per_task < 1:
+        _fail(f"{p}.cpus_per_task", s.cpus_per_task, ">= 1")
+    if s.mem_gb < 1:
+        _fail(f"{p}.mem_gb", s.mem_gb, ">= 1 GB")
+    if s.max_parallel is not None and s.max_parallel < 1:
+        _fail(f"{p}.max_parallel", s.max_parallel, ">= 1, or null")
+    if s.signal_delay_s is not None and not 0 < s.signal_delay_s < s.time_min * 60:
+        _fail(f"{p}.signal_delay_s", s.signal_delay_s,
+              f"1 to {s.time_min * 60 - 1} s (less than time_min, {s.time_min} min)")
+    for key in ("partition", "account", "qos", "constraint"):
+        v = getattr(s, key)
+        if v is not None and (not v.strip() or any(c.isspace() for c in v)):
+            _fail(f"{p}.{key}", v, "a non-empty name without spaces, or null")
+    for i, line in enumerate(s.setup):
+        if "\n" in line or "\r" in line:
+            _fail(f"{p}.setup[{i}]", line, "one shell line per list item")
+    for key, v in s.additional.items():
+        opt = key.lstrip("-")
+        if not opt or not all(c.isalnum() or c == "-" for c in opt) or opt != opt.lower():
+            _fail(f"{p}.additional.{key}", v, "keys that are sbatch long options without "
+                  "dashes, e.g. mail-type, exclusive, reservation")
+        if opt in _SBATCH_OWN:
+            own = _SBATCH_OWN[opt]
+            raise UserError(f"{p}.additional.{key}: llmscale sets --{opt} itself"
+                            + (f"; use {p}.{own}" if own else ""))
+        if isinstance(v, str) and ("\n" in v or "\r" in v):
+            _fail(f"{p}.additional.{key}", v, "a one-line value")
+        if v is False:
+            _fail(f"{p}.additional.{key}", v, "a value, or true for a flag (leave false out)")
 
 
 def _to_plain(obj: Any) -> Any:
