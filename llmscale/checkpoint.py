@@ -6,8 +6,8 @@ Layout under a run directory:
     checkpoint/trainer_state.pt      optimizer, schedule position, RNG states, data step,
                                      carried LSTM state, metrics so far (plain types + tensors)
 
-Each file is written to a temp name in the same directory and renamed over the old one, and
-trainer_state.pt (which names the run and step) is renamed last. A crash mid-save therefore
+Each file is written through llmscale.atomic (temp name beside it, fsync, rename over the old
+one), and trainer_state.pt (which names the run and step) is renamed last. A crash mid-save therefore
 leaves either the previous checkpoint or the new one, never a torn mix that claims to be
 complete: `has_checkpoint` only trusts a directory whose trainer state exists, and the
 trainer state records the step its weights belong to.
@@ -15,23 +15,19 @@ trainer state records the step its weights belong to.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from llmscale.atomic import atomic_path
 from llmscale.errors import UserError
+from llmscale.layout import CHECKPOINT_DIR, STATE_FILE, WEIGHTS_FILE, checkpoint_dir
 
-CHECKPOINT_DIR = "checkpoint"
-WEIGHTS_FILE = "weights.safetensors"
-STATE_FILE = "trainer_state.pt"
-
-
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR
+__all__ = ["CHECKPOINT_DIR", "STATE_FILE", "WEIGHTS_FILE", "checkpoint_dir", "weights_path",
+           "has_checkpoint", "model_tensors", "save_checkpoint", "load_trainer_state",
+           "load_weights"]
 
 
 def weights_path(run_dir: str | Path) -> Path:
@@ -42,21 +38,6 @@ def has_checkpoint(run_dir: str | Path) -> bool:
     """True when `run_dir` holds a complete checkpoint (weights and trainer state)."""
     d = checkpoint_dir(run_dir)
     return (d / STATE_FILE).is_file() and (d / WEIGHTS_FILE).is_file()
-
-
-def _atomic(path: Path, write) -> None:
-    """Call `write(tmp_path)`, fsync the result, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -80,9 +61,11 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, state: dict[str
     """Write weights then trainer state, atomically each. Returns the weights file size, bytes."""
     d = checkpoint_dir(run_dir)
     tensors = model_tensors(model)
-    _atomic(d / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={
-        "run_id": str(state.get("run_id", "")), "step": str(state.get("step", ""))}))
-    _atomic(d / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    with atomic_path(d / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"run_id": str(state.get("run_id", "")),
+                                               "step": str(state.get("step", ""))})
+    with atomic_path(d / STATE_FILE) as tmp:
+        torch.save(state, tmp)
     return (d / WEIGHTS_FILE).stat().st_size
 
 

@@ -20,9 +20,13 @@ from typing import Any
 from filelock import FileLock
 
 from llmscale.atomic import atomic_write_text
+from llmscale.layout import RESULTS_FILE, lock_path
 
-RESULTS_FILE = "results.csv"
-STATUSES = ("completed", "diverged", "oom", "failed", "preempted", "running")
+__all__ = ["COLUMNS", "RESULTS_FILE", "STATUSES", "RunRecord", "read_results", "upsert_record",
+           "write_json", "read_record_json", "record_from_row", "atomic_write_text"]
+
+# A record is written when a run ends; these are the ways it can end.
+STATUSES = ("completed", "diverged", "oom", "failed", "preempted")
 
 
 @dataclass
@@ -30,7 +34,7 @@ class RunRecord:
     # identity
     run_id: str = ""
     sweep: str = ""  # the config's name
-    status: str = "running"  # completed | diverged | oom | failed | preempted | running
+    status: str = ""  # one of STATUSES
     # shape and optimisation
     vocab_size: int | None = None
     embedding_dim: int | None = None
@@ -58,11 +62,11 @@ class RunRecord:
     gpu_count: int | None = None  # GPUs used; 0 on CPU
     device_name: str | None = None
     world_size: int | None = None  # processes (DDP ranks)
-    wall_time_s: float | None = None  # seconds, this run's training incl. eval and checkpoints
+    wall_time_s: float | None = None  # seconds, the whole run: set-up, steps, evals, checkpoints
     gpu_hours: float | None = None  # gpu_count x wall_time_s / 3600
-    tokens_per_s: float | None = None  # training tokens per second, all ranks
-    mfu: float | None = None  # model FLOP/s over peak_flops
-    peak_memory_bytes: int | None = None  # accelerator peak allocated; CPU: peak RSS
+    tokens_per_s: float | None = None  # tokens / train_time_s, all ranks
+    mfu: float | None = None  # model FLOP/s (over train_time_s) / peak_flops
+    peak_memory_bytes: int | None = None  # this run's peak: CUDA allocated; CPU resident set
     checkpoint_bytes: int | None = None  # size of the safetensors weights file
     # provenance
     torch_version: str | None = None
@@ -70,6 +74,16 @@ class RunRecord:
     config_hash: str | None = None
     started_at: str | None = None  # ISO 8601, UTC
     finished_at: str | None = None
+    # the time split of wall_time_s, seconds (summed over resumed calls)
+    setup_s: float | None = None  # call start to first optimizer step: data, model, resume
+    train_time_s: float | None = None  # optimizer steps (and per-step logging)
+    eval_time_s: float | None = None  # held-out evaluations
+    checkpoint_time_s: float | None = None  # checkpoint writes
+    # what was run and why
+    model_kind: str = "lstm"  # lstm | gru | transformer
+    flops_budget: float | None = None  # the planned FLOP budget (sweep.budgets), not achieved
+    sweep_point: str | None = None  # the swept keys and their values, JSON
+    run_dir: str | None = None  # the run directory (relative to the sweep directory in sweeps)
     # extras (after the DESIGN.md columns, so the documented order stays stable)
     data_source: str | None = None  # synthetic | files | hf
     tokenizer_kind: str | None = None  # bpe | bytes
@@ -77,7 +91,7 @@ class RunRecord:
     data_entropy_bpb: float | None = None  # synthetic source: true entropy rate, bits/byte
     peak_flops: float | None = None  # FLOP/s the mfu is measured against
     peak_flops_source: str | None = None  # where peak_flops comes from
-    run_dir: str | None = None
+    peak_memory_reserved_bytes: int | None = None  # CUDA: peak held by the caching allocator
     error: str | None = None  # why a run is not completed
 
     def to_row(self) -> dict[str, str]:
@@ -174,7 +188,7 @@ def _render(records: list[RunRecord]) -> str:
 
 
 def results_lock(path: str | Path) -> FileLock:
-    return FileLock(str(path) + ".lock")
+    return FileLock(str(lock_path(path)))
 
 
 def upsert_record(path: str | Path, record: RunRecord) -> list[str]:

@@ -1,9 +1,10 @@
 """One training run: `train_run(cfg, out_dir, device) -> RunRecord`.
 
-The loop in `train_run` reads top to bottom: set up (device, DDP, seeds, data, model,
-optimizer), resume if a checkpoint is there, then step / log / evaluate / checkpoint until the
-token budget is spent, and write the record. Every terminal status (completed, diverged, oom,
-preempted, failed) ends with `record.json`; only user mistakes raise (`UserError`).
+`train_run` reads top to bottom: set up (device, DDP, seeds, data, model, optimizer), resume
+if a checkpoint is there, then step / log / evaluate / checkpoint until the token budget is
+spent (`_loop`), and write the record (`build_record`). Every terminal status (completed,
+diverged, oom, preempted, failed) ends with `record.json`; only user mistakes raise
+(`UserError`). Everything is local to the call: it can run fifty times in one process.
 
 Truncated BPTT, as the data arrives (TokenStream): each of the B rows of a batch is its own
 contiguous stream, and batch `step + 1` continues every row where batch `step` stopped:
@@ -12,32 +13,33 @@ contiguous stream, and batch `step + 1` continues every row where batch `step` s
     row 1:  [ u0 ... u63 ][ u64 ... u127 ][ ...
               step 0         step 1
 
-So the LSTM state at the end of a step is the right initial state for the next one. We carry
-it over but *detach* it: gradients stop at the segment boundary (that is what makes the
+So the recurrent state at the end of a step is the right initial state for the next one. We
+carry it over but *detach* it: gradients stop at the segment boundary (that is what makes the
 backprop "truncated") while the memory flows on. When the stream wraps to a new epoch
-(`reset`), the state is zeroed.
+(`reset`), the state is zeroed. A model without recurrent state (the transformer) carries
+None: each window is its own context.
+
+The time split in the record: `setup_s` runs from the call to the first optimizer step (data,
+tokenizer, model, resume load), `train_time_s` covers optimizer steps (and the per-step
+logging), `eval_time_s` and `checkpoint_time_s` the rest; `tokens_per_s` and `mfu` are measured
+over `train_time_s` only. All four, and `wall_time_s`, add up over resumed calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import datetime as _dt
-import functools
+import dataclasses
 import io
-import json
 import logging
 import math
 import os
-import random
-import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,33 +48,26 @@ import torch
 import torch.nn.functional as F
 
 from llmscale import checkpoint as ckpt
-from llmscale.accounting import run_accounting
+from llmscale import hardware as hw
+from llmscale import layout
+from llmscale.accounting import RunAccounting, run_accounting
+from llmscale.atomic import atomic_write_bytes, atomic_write_text
 from llmscale.config import RunConfig, config_hash, dump_yaml
 from llmscale.errors import UserError
-from llmscale.model import LargeLanguageModel, build_model
-from llmscale.records import RunRecord, atomic_write_text, read_record_json, write_json
+from llmscale.model import build_model
+from llmscale.records import RunRecord, read_record_json, write_json
 
 log = logging.getLogger("llmscale.train")
 
-METRICS_COLUMNS = ("step", "tokens", "train_loss", "val_loss", "lr", "grad_norm",
+METRICS_COLUMNS = ("run_id", "step", "tokens", "train_loss", "val_loss", "lr", "grad_norm",
                    "tokens_per_s", "elapsed_s")
-RECORD_FILE = "record.json"
-CONFIG_FILE = "config.yaml"
-METRICS_FILE = "metrics.csv"
-
-# Peak dense-matmul FLOP/s of known accelerators, by precision (vendor datasheets, dense, no
-# sparsity). Matched by substring of torch.cuda.get_device_name(), first match wins, so the
-# more specific names come first.
-GPU_PEAK_FLOPS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("H200", {"bf16": 989e12, "fp16": 989e12, "fp32": 494.7e12}),  # TF32 tensor cores
-    ("H100 PCIe", {"bf16": 756e12, "fp16": 756e12, "fp32": 378e12}),
-    ("H100", {"bf16": 989e12, "fp16": 989e12, "fp32": 494.7e12}),  # SXM
-    ("A100", {"bf16": 312e12, "fp16": 312e12, "fp32": 156e12}),
-    ("L40S", {"bf16": 362e12, "fp16": 362e12, "fp32": 183e12}),
-    ("A10G", {"bf16": 70e12, "fp16": 70e12, "fp32": 35e12}),
-    ("V100", {"bf16": 125e12, "fp16": 125e12, "fp32": 15.7e12}),  # bf16 falls back; rough
-    ("T4", {"bf16": 65e12, "fp16": 65e12, "fp32": 8.1e12}),
-)
+# Names kept for importers of the pre-layout API; layout.py is their one definition.
+RECORD_FILE, CONFIG_FILE, METRICS_FILE = layout.RECORD_FILE, layout.CONFIG_FILE, layout.METRICS_FILE
+# Re-exported: bench and scripts import these from here.
+cpu_matmul_peak = hw.cpu_peak
+peak_flops = hw.peak_flops
+resolve_device = hw.resolve_device
+resolve_precision = hw.resolve_precision
 
 
 # ------------------------------------------------------------------------------------------
@@ -83,7 +78,7 @@ def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_rati
     """Learning rate for optimizer step `step` (0-based): linear warmup, then cosine to a floor.
 
     Warmup goes from lr/warmup_steps to lr; the cosine then decays to min_lr_ratio*lr at the
-    last step (the floor is ~lr/10 per Chinchilla by default).
+    last step (the floor should be ~= lr/10 per Chinchilla, the default).
     """
     if warmup_steps > 0 and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
@@ -91,6 +86,45 @@ def lr_at(step: int, total_steps: int, lr: float, warmup_steps: int, min_lr_rati
     progress = min(1.0, max(0.0, (step - warmup_steps) / decay_steps))
     floor = min_lr_ratio * lr
     return floor + 0.5 * (lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The run's schedule in optimizer steps, derived once from the config and the world size."""
+
+    rows: int  # sequences per rank per step
+    micro: int  # sequences per forward (gradient accumulation over rows // micro)
+    tokens_per_step: int  # all ranks together
+    total_steps: int
+    warmup_steps: int
+    tail_start: int  # record's train_loss = mean over steps [tail_start, total_steps): ~last 5%
+    eval_every: int  # steps
+    ckpt_every: int | None  # steps, in addition to the wall-clock interval
+    log_every: int  # steps
+
+
+def plan_steps(cfg: RunConfig, world: int, acc: RunAccounting) -> StepPlan:
+    """Batch geometry and schedule: global batch = world x rows per rank = world x accum x micro."""
+    tr = cfg.train
+    if tr.batch_size % world:
+        raise UserError(f"train.batch_size: {tr.batch_size} is not divisible by the world size "
+                        f"{world}; use a multiple of {world}")
+    rows = tr.batch_size // world
+    micro = tr.micro_batch_size or rows
+    if micro > rows or rows % micro:
+        raise UserError(f"train.micro_batch_size: {micro} must divide the rows per rank "
+                        f"({tr.batch_size} / {world} ranks = {rows})")
+    tokens_per_step = tr.batch_size * tr.seq_len
+    total = max(1, acc.tokens // tokens_per_step)  # accounting: the one source of the budget
+    eval_every_tokens = cfg.eval.every_tokens or max(tokens_per_step, acc.tokens // 10)
+    ckpt_tokens = cfg.output.checkpoint_every_tokens
+    return StepPlan(
+        rows=rows, micro=micro, tokens_per_step=tokens_per_step, total_steps=total,
+        warmup_steps=int(tr.warmup_frac * total),
+        tail_start=total - max(1, math.ceil(0.05 * total)),
+        eval_every=max(1, eval_every_tokens // tokens_per_step),
+        ckpt_every=max(1, ckpt_tokens // tokens_per_step) if ckpt_tokens else None,
+        log_every=cfg.output.log_every_steps)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float, decay_all: bool) -> list[dict]:
@@ -123,15 +157,6 @@ def make_optimizer(model: torch.nn.Module, cfg: RunConfig, device: torch.device
         return torch.optim.AdamW(groups, foreach=device.type == "cuda", **kwargs)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise UserError(f"train.precision: fp16 needs a CUDA device (got {device}); "
-                        f"use fp32 or bf16 on CPU")
-    return precision
-
-
 def autocast_for(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -139,21 +164,42 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+# The carried recurrent state is a tensor (GRU), a tuple of tensors (LSTM's (h, c)), or None (no
+# recurrence). Every tensor in it is (layers, batch, hidden): the batch is dimension 1.
+
+def map_state(fn, state):
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return fn(state)
+    return tuple(map_state(fn, s) for s in state)
+
+
+def _state_rows(state, sl: slice):
+    return map_state(lambda t: t[:, sl], state)
+
+
+def _state_cat(parts: list):
+    """Concatenate per-micro-batch (or per-rank) states along the batch dimension."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts, dim=1)
+    return tuple(_state_cat([p[i] for p in parts]) for i in range(len(parts[0])))
+
+
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               y: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], *, micro: int,
-               grad_clip: float, precision: str, scaler=None, want_norm: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor]]:
+               y: torch.Tensor, state, *, micro: int, grad_clip: float, precision: str,
+               scaler=None, want_norm: bool = False):
     """One optimizer step over this rank's rows `x`, `y` (B, T), accumulating `micro` rows at once.
 
-    `state` is the carried (h, c), (layers, B, hidden), detached; each micro-batch uses its own
+    `state` is the carried recurrent state (or None), detached; each micro-batch uses its own
     rows of it, so accumulation does not change the maths. Returns (mean loss as a 0-d tensor,
     the gradient norm or None, the new detached state). No host syncs: `.item()` is the
     caller's choice (at logging intervals only).
     """
-    rows = x.shape[0]
-    n_micro = rows // micro
-    h, c = state
-    new_h, new_c = torch.empty_like(h), torch.empty_like(c)
+    n_micro = x.shape[0] // micro
+    new_states = []
     loss_sum = torch.zeros((), device=x.device, dtype=torch.float32)
     autocast = autocast_for(precision, x.device)
     for i in range(n_micro):
@@ -162,12 +208,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
         sync = i == n_micro - 1 or not hasattr(model, "no_sync")
         with (contextlib.nullcontext() if sync else model.no_sync()):
             with autocast:
-                logits, (hs, cs) = model(x[sl], (h[:, sl], c[:, sl]))
+                logits, new = model(x[sl], _state_rows(state, sl))
                 # Under autocast cross_entropy runs in fp32 (autocast's fp32 list): no copy needed.
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y[sl].reshape(-1))
             scaled = loss / n_micro
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        new_h[:, sl], new_c[:, sl] = hs.detach(), cs.detach()
+        new_states.append(map_state(torch.Tensor.detach, new))  # truncate BPTT here
         loss_sum += loss.detach()
     if scaler is not None:
         scaler.unscale_(optimizer)
@@ -183,13 +229,13 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torc
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_sum / n_micro, norm, (new_h, new_c)
+    return loss_sum / n_micro, norm, _state_cat(new_states)
 
 
 class _StatefulForward(torch.nn.Module):
     """model(x, state) -> (logits, state): DDP wraps this so its hooks see the real forward."""
 
-    def __init__(self, model: LargeLanguageModel):
+    def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
@@ -198,13 +244,21 @@ class _StatefulForward(torch.nn.Module):
 
 
 @torch.no_grad()
-def evaluate(model: LargeLanguageModel, val: torch.Tensor, batch_size: int, seq_len: int,
+def evaluate(model: torch.nn.Module, val: torch.Tensor, batch_size: int, seq_len: int,
              precision: str) -> float:
     """Mean next-token loss (nats/token) over the fixed held-out tokens `val`, state carried.
 
     `val` is split into `batch_size` contiguous streams read seq_len tokens at a time, the same
     way training reads, so the model is scored with the memory it is trained to use.
     """
+    total, count = evaluate_sum(model, val, batch_size, seq_len, precision)
+    return total / count
+
+
+@torch.no_grad()
+def evaluate_sum(model: torch.nn.Module, val: torch.Tensor, batch_size: int, seq_len: int,
+                 precision: str) -> tuple[float, int]:
+    """(summed loss in nats, tokens predicted) over `val`; see `evaluate`."""
     was_training = model.training
     model.eval()
     n = val.numel()
@@ -221,153 +275,521 @@ def evaluate(model: LargeLanguageModel, val: torch.Tensor, batch_size: int, seq_
             total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
                                      ys[:, t:t + seq_len].reshape(-1), reduction="sum")
     model.train(was_training)
-    return float(total) / (rows * length)
+    return float(total), rows * length
 
 
 # ------------------------------------------------------------------------------------------
-# Devices, peaks, provenance
+# The loop's state: listed once, saved and restored through these two methods
 
 
-@dataclass(frozen=True)
-class Dist:
+@dataclass
+class LoopState:
+    """Everything the loop carries from step to step besides weights and optimizer: exactly
+    what a checkpoint saves (with them) and a resume restores, so the resumed run continues
+    bitwise where it stopped."""
+
+    step: int = 0  # optimizer steps done
+    tail_sum: float = 0.0  # sum of global-batch losses over steps >= tail_start
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.csv rows so far
+    # the logging window in progress (a device tensor: no host sync per step)
+    loss_acc: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    steps_in_log: int = 0
+    last_good: dict[str, float | None] = field(
+        default_factory=lambda: {"train_loss": None, "val_loss": None})
+    rng: dict[str, Any] | None = None  # Python/numpy/torch + the run device's CUDA generator
+    carried: Any = None  # recurrent state at the end of the last step, all ranks' rows, CPU
+    # seconds, summed over resumed calls: wall, setup, train, eval, checkpoint
+    times: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("wall", "setup", "train", "eval", "checkpoint"), 0.0))
+    started_at: str = ""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain types and CPU tensors only: loadable with torch.load(weights_only=True)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["loss_acc"] = self.loss_acc.detach().cpu().clone()
+        d["carried"] = map_state(lambda t: t.detach().cpu(), self.carried)
+        return d
+
+    @classmethod
+    def from_state_dict(cls, d: dict[str, Any]) -> LoopState:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+
+
+# ------------------------------------------------------------------------------------------
+# Feeding batches
+
+
+class BatchFeed:
+    """Token batches on the run's device. Each step's (B, T+1) window, a view of the memmap, is
+    copied once into a reusable int64 host buffer. On CUDA the buffers are pinned and used in
+    turn: a copy from pinned memory with non_blocking=True is truly asynchronous, so it overlaps
+    the step before it, and an event keeps a buffer from being refilled while its copy is still
+    in flight. On CPU the buffer is the batch (no second copy)."""
+
+    def __init__(self, stream, device: torch.device):
+        self.stream, self.device = stream, device
+        cuda = device.type == "cuda"
+        shape = (stream.batch_size, stream.seq_len + 1)
+        self.host = [torch.empty(shape, dtype=torch.int64, pin_memory=cuda)
+                     for _ in range(2 if cuda else 1)]
+        self.events: list[Any] = [None] * len(self.host)
+        self.turn = 0
+
+    def get(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        window, reset = self.stream.window(step)
+        k = self.turn
+        self.turn = (k + 1) % len(self.host)
+        if self.events[k] is not None:
+            self.events[k].synchronize()  # its previous copy to the GPU has finished
+        np.copyto(self.host[k].numpy(), window)  # the one copy (uint16/32 -> int64)
+        buf = self.host[k]
+        if self.device.type == "cuda":
+            buf = buf.to(self.device, non_blocking=True)
+            self.events[k] = torch.cuda.Event()
+            self.events[k].record()
+        return buf[:, :-1], buf[:, 1:], reset
+
+
+# ------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class _Run:
+    """What set-up builds and the loop uses (one per train_run call)."""
+
+    cfg: RunConfig
+    out: Path
+    device: torch.device
     rank: int
-    local_rank: int
-    world_size: int
-    made_group: bool  # we initialised the process group, so we destroy it
+    world: int
+    plan: StepPlan
+    acc: RunAccounting
+    precision: str
+    run_id: str
+    t0: float  # perf_counter at the call's start
+    wall_before: float  # wall seconds of earlier calls (a resumed run)
+    model: torch.nn.Module | None = None
+    ddp_model: torch.nn.Module | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    scaler: Any = None
+    feed: BatchFeed | None = None
+    val: torch.Tensor | None = None
+    eval_bs: int = 0
+    data: Any = None  # llmscale.data.TokenData
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wall(self) -> float:
+        """The run's wall seconds so far, over all its calls."""
+        return self.wall_before + time.perf_counter() - self.t0
 
 
-def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
-    """Rank/world from the env (torchrun, or submitit's exported env); init DDP when > 1."""
+def train_run(cfg: RunConfig, out_dir: str | Path, device: str = "auto", *,
+              progress: bool = True, stop_after_steps: int | None = None,
+              sweep_point: dict[str, Any] | None = None,
+              flops_budget: float | None = None) -> RunRecord:
+    """Train the run `cfg` describes in `out_dir` and return its record (also record.json).
+
+    Resumes from `out_dir`'s checkpoint when it holds one of the same run; returns the stored
+    record without training when the run is already completed there. `stop_after_steps`
+    checkpoints and stops (status preempted) after that many optimizer steps of this call:
+    the same path a SIGTERM takes, used to test exact resume. `sweep_point` (the swept keys
+    and their values) and `flops_budget` (the planned budget) are copied into the record.
+    """
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    done = _completed_record(out, cfg.run_id)
+    if done is not None:
+        return done
+    resume = None
+    if ckpt.has_checkpoint(out):
+        resume = ckpt.load_trainer_state(out)
+        if resume.get("run_id") != cfg.run_id:
+            raise UserError(f"{str(ckpt.checkpoint_dir(out))!r} is a checkpoint of run "
+                            f"{resume.get('run_id')}, not {cfg.run_id}; use another --out "
+                            f"directory (runs are never mixed)")
+
+    dist_info, dev = hw.setup_distributed(device)
+    memory = hw.RunMemory(dev).start()  # this run's own peak, from here
+    try:
+        return _train(cfg, out, dev, dist_info, resume, t0, memory, progress=progress,
+                      stop_after_steps=stop_after_steps, sweep_point=sweep_point,
+                      flops_budget=flops_budget)
+    finally:
+        memory.stop()
+        if dist_info.made_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _completed_record(out: Path, run_id: str) -> RunRecord | None:
+    """The stored record if `out` holds this run completed; refuse a directory of another run."""
+    path = out / layout.RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        old = read_record_json(path)
+    except (ValueError, TypeError, OSError):
+        return None
+    if old.run_id != run_id:
+        raise UserError(f"{str(out)!r} holds run {old.run_id}, not {run_id}; "
+                        f"use another --out directory (runs are never mixed)")
+    return old if old.status == "completed" else None
+
+
+def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
+           resume: dict[str, Any] | None, t0: float, memory: hw.RunMemory, *, progress: bool,
+           stop_after_steps: int | None, sweep_point: dict[str, Any] | None,
+           flops_budget: float | None) -> RunRecord:
+    acc = run_accounting(cfg)
+    ls = _loop_state(resume, out) if resume else LoopState(started_at=hw.now_iso())
+    run = _Run(cfg=cfg, out=out, device=device, rank=dist_info.rank,
+               world=dist_info.world_size, plan=plan_steps(cfg, dist_info.world_size, acc),
+               acc=acc, precision=hw.resolve_precision(cfg.train.precision, device),
+               run_id=cfg.run_id, t0=t0, wall_before=ls.times["wall"])
+
+    # -- set up, then train; a run that fails is recorded, not raised (user mistakes aside)
+    status, error = "failed", None
+    try:
+        _setup(run, ls, resume, progress=progress)
+        ls.times["setup"] += time.perf_counter() - t0
+        status, error = _loop(run, ls, progress=progress, stop_after_steps=stop_after_steps)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a crashed run is recorded, not a crashed sweep
+        if hw.is_out_of_memory(e):
+            status, error = "oom", _oom_message(run, ls, e)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        else:
+            status, error = "failed", f"{type(e).__name__}: {e}"
+            log.error("run %s failed:\n%s", run.run_id, traceback.format_exc())
+            if run.is_main:
+                print(traceback.format_exc(), file=sys.stderr)
+
+    # -- the final evaluation and checkpoint of a completed run
+    checkpoint_bytes = None
+    if status == "completed":
+        if not ls.metrics or ls.metrics[-1]["val_loss"] is None:  # the loop evaluates at the end
+            ls.last_good["val_loss"] = _timed_eval(run, ls)
+        checkpoint_bytes = _save(run, ls)
+    elif run.is_main and ckpt.has_checkpoint(out):
+        checkpoint_bytes = ckpt.weights_path(out).stat().st_size
+    ls.times["wall"] = run.wall()
+
+    record = build_record(run, ls, status, error, checkpoint_bytes, memory.stop(),
+                          sweep_point=sweep_point, flops_budget=flops_budget)
+    if run.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / layout.RECORD_FILE, record.to_dict())
+    return record
+
+
+def _loop_state(resume: dict[str, Any], out: Path) -> LoopState:
+    try:
+        return LoopState.from_state_dict(resume)
+    except KeyError as e:
+        raise UserError(f"checkpoint in {str(ckpt.checkpoint_dir(out))!r} lacks {e} (written by "
+                        f"an older llmscale); delete that directory to start the run afresh"
+                        ) from None
+
+
+def _oom_message(run: _Run, ls: LoopState, e: BaseException) -> str:
+    where = "CUDA" if run.device.type == "cuda" else "CPU"
+    tr, m = run.cfg.train, run.cfg.model
+    when = f"at step {ls.step}" if run.optimizer is not None else "building the model"
+    return (f"{where} out of memory on {run.device} {when} (params_total {run.acc.params_total:,}, "
+            f"batch_size {tr.batch_size}, micro_batch_size {run.plan.micro}, hidden_dim "
+            f"{m.hidden_dim}); lower train.micro_batch_size or the model size: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+
+def _setup(run: _Run, ls: LoopState, resume: dict[str, Any] | None, *, progress: bool) -> None:
+    """Data, model, optimizer, the run directory; then the checkpoint's state on top (resume)."""
+    from llmscale.data import load_tokens
+    from llmscale.data.batches import TokenStream
+
+    cfg, tr, device = run.cfg, run.cfg.train, run.device
+    # -- data, model, optimizer (seeded: weights, dropout and data order follow train.seed)
+    hw.seed_everything(tr.seed)
+    data = load_tokens(cfg, progress=progress and run.is_main)
+    if data.vocab_size != cfg.vocab_size:
+        raise UserError(f"token cache vocab_size {data.vocab_size} != config's {cfg.vocab_size}")
+    stream = TokenStream(data.train, run.plan.rows, tr.seq_len, rank=run.rank,
+                         world_size=run.world, seed=tr.seed, shuffle_epochs=True)
+    n_val = min(cfg.eval.tokens + 1, len(data.val))
+    if n_val < 3:
+        raise UserError(f"the validation split has {len(data.val)} tokens; need at least 3")
+    run.data, run.feed = data, BatchFeed(stream, device)
+    run.val = torch.from_numpy(np.asarray(data.val[:n_val], dtype=np.int64)).to(device)
+    run.eval_bs = cfg.eval.batch_size or tr.batch_size
+
+    run.model = build_model(cfg).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.enabled = True  # nn.LSTM runs the fused cuDNN kernel
+    run.optimizer = make_optimizer(run.model, cfg, device)
+    run.scaler = torch.amp.GradScaler("cuda") if run.precision == "fp16" else None
+
+    # -- resume: weights, optimizer, scaler, then the RNG exactly as it was at the checkpoint
+    if resume is not None:
+        ckpt.load_weights(run.out, run.model)
+        run.optimizer.load_state_dict(resume["optimizer"])
+        if run.scaler is not None and resume.get("scaler"):
+            run.scaler.load_state_dict(resume["scaler"])
+        hw.set_rng_state(ls.rng, device)
+    ls.loss_acc = ls.loss_acc.to(device)
+    # the carried state holds every rank's rows; this rank's are [rank*rows, (rank+1)*rows)
+    sl = slice(run.rank * run.plan.rows, (run.rank + 1) * run.plan.rows)
+    ls.carried = (map_state(lambda t: t[:, sl].to(device).contiguous(), ls.carried)
+                  if resume is not None else run.model.init_state(run.plan.rows, device))
+
+    run.ddp_model = _StatefulForward(run.model)
+    if run.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run.ddp_model = DDP(run.ddp_model,
+                            device_ids=[device.index] if device.type == "cuda" else None)
+    if run.is_main:
+        # The run directory is a usable model: config, tokenizer, weights (at checkpoints).
+        run.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.out / layout.CONFIG_FILE,
+                          f"# run_id: {run.run_id}\n" + dump_yaml(cfg))
+        atomic_write_bytes(run.out / layout.TOKENIZER_FILE, data.tokenizer_path.read_bytes())
+        atomic_write_text(run.out / layout.METRICS_FILE, _metrics_text(ls.metrics))
+
+
+def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | None
+          ) -> tuple[str, str | None]:
+    """Step until the budget is spent or something stops the run: (status, error)."""
+    cfg, tr, plan, device = run.cfg, run.cfg.train, run.plan, run.device
+    bar = _Progress(plan.total_steps * plan.tokens_per_step, ls.step * plan.tokens_per_step,
+                    progress and run.is_main, cfg.name)
+    tokens_at_log, t_log = ls.step * plan.tokens_per_step, time.perf_counter()
+    t_train = time.perf_counter()  # train time = loop time minus evaluations and checkpoints
+    eval_before, ckpt_before = ls.times["eval"], ls.times["checkpoint"]
+    last_ckpt, steps_this_call = time.perf_counter(), 0
+    status, error = "completed", None
+    run.model.train()
+    with _Signals() as signals:
+        while ls.step < plan.total_steps:
+            # -- one optimizer step
+            lr = lr_at(ls.step, plan.total_steps, tr.lr, plan.warmup_steps, tr.min_lr_ratio)
+            for g in run.optimizer.param_groups:
+                g["lr"] = lr
+            x, y, reset = run.feed.get(ls.step)
+            if reset:  # a new epoch: the rows start elsewhere, so does the memory
+                ls.carried = run.model.init_state(plan.rows, device)
+            is_log = (ls.step + 1) % plan.log_every == 0 or ls.step + 1 == plan.total_steps
+            loss, norm, ls.carried = train_step(
+                run.ddp_model, run.optimizer, x, y, ls.carried, micro=plan.micro,
+                grad_clip=tr.grad_clip, precision=run.precision, scaler=run.scaler,
+                want_norm=is_log)
+            if ls.step >= plan.tail_start:
+                ls.tail_sum += float(_global_mean(loss.detach().clone(), run.world))
+            ls.loss_acc += loss
+            ls.steps_in_log += 1
+            ls.step += 1
+            steps_this_call += 1
+
+            # -- log (and evaluate) every so often; stop at the first non-finite loss
+            is_eval = ls.step % plan.eval_every == 0 or ls.step == plan.total_steps
+            if is_log or is_eval:
+                train_loss = float(_global_mean(ls.loss_acc / ls.steps_in_log, run.world))
+                if not math.isfinite(train_loss):
+                    status = "diverged"
+                    error = (f"non-finite training loss ({train_loss}) by step {ls.step}; "
+                             f"lower train.lr (now {tr.lr:g}) or enable train.grad_clip")
+                    break
+                now = time.perf_counter()  # before eval: tokens/s is training speed
+                val_loss = _timed_eval(run, ls) if is_eval else None
+                if val_loss is not None and not math.isfinite(val_loss):
+                    status, error = "diverged", f"non-finite validation loss at step {ls.step}"
+                    break
+                ls.last_good["train_loss"] = train_loss
+                if val_loss is not None:
+                    ls.last_good["val_loss"] = val_loss
+                tokens_done = ls.step * plan.tokens_per_step
+                row = {"run_id": run.run_id, "step": ls.step, "tokens": tokens_done,
+                       "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                       "grad_norm": float(norm) if norm is not None else None,
+                       "tokens_per_s": (tokens_done - tokens_at_log) / max(now - t_log, 1e-9),
+                       "elapsed_s": run.wall_before + now - run.t0}
+                _append_metrics(run, ls, row)
+                bar.update(tokens_done, row, plan.total_steps * plan.tokens_per_step)
+                tokens_at_log, t_log = tokens_done, time.perf_counter()
+                ls.loss_acc.zero_()
+                ls.steps_in_log = 0
+
+            # -- stop or checkpoint: every rank decides the same, or collectives would hang
+            stop = signals.received is not None or (
+                stop_after_steps is not None and steps_this_call >= stop_after_steps)
+            due = (time.perf_counter() - last_ckpt) / 60 >= cfg.output.checkpoint_every_minutes
+            due = due or (plan.ckpt_every is not None and ls.step % plan.ckpt_every == 0)
+            stop, due = _agree(run, stop, due)
+            if ls.step < plan.total_steps and (stop or due):
+                if stop:
+                    status = "preempted"
+                    error = (f"stopped by {signals.received} at step {ls.step}/{plan.total_steps}"
+                             if signals.received else f"stopped after {steps_this_call} steps "
+                             f"(stop_after_steps) at step {ls.step}/{plan.total_steps}")
+                _account_train_time(ls, t_train, eval_before, ckpt_before)
+                t_train, eval_before = time.perf_counter(), ls.times["eval"]
+                _save(run, ls)
+                ckpt_before, last_ckpt = ls.times["checkpoint"], time.perf_counter()
+                if stop:
+                    break
+    _account_train_time(ls, t_train, eval_before, ckpt_before)
+    bar.close()
+    return status, error
+
+
+def _account_train_time(ls: LoopState, t_train: float, eval_before: float,
+                        ckpt_before: float) -> None:
+    """Add the loop time since `t_train`, less the evals and checkpoints in it, to train time."""
+    spent = time.perf_counter() - t_train
+    ls.times["train"] += spent - (ls.times["eval"] - eval_before) - (
+        ls.times["checkpoint"] - ckpt_before)
+
+
+def _global_mean(t: torch.Tensor, world: int) -> torch.Tensor:
+    """The mean over ranks (the global batch's value, not this rank's rows)."""
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+        t /= world
+    return t
+
+
+def _agree(run: _Run, stop: bool, due: bool) -> tuple[bool, bool]:
+    if run.world == 1:
+        return stop, due
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_arg, local_rank)
-    made = False
-    if world > 1 and not (dist.is_available() and dist.is_initialized()):
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
-        made = True
-    if world > 1:
-        rank, world = dist.get_rank(), dist.get_world_size()
-    return Dist(rank, local_rank, world, made), device
+    flags = torch.tensor([float(stop), float(due)], device=run.device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return bool(flags[0]), bool(flags[1])
 
 
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here; use cpu or auto")
-        if device == "cuda":
-            return torch.device(f"cuda:{local_rank}")
-        try:
-            idx = int(device.split(":", 1)[1])
-        except ValueError:
-            raise UserError(f"--device {device!r}: expected cuda:N with N an integer") from None
-        if not 0 <= idx < torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-        return torch.device(device)
-    raise UserError(f"--device {device!r}: allowed are auto, cpu, cuda, cuda:N")
-
-
-@functools.cache
-def cpu_matmul_peak() -> tuple[float, str]:
-    """Measured fp32 matmul FLOP/s of this CPU with the fastest kernel available (once a process).
-
-    oneDNN (`mkldnn_linear` on `.to_mkldnn()` tensors) beats the default MKL GEMM by ~2x on the
-    AVX-512 machines we run on, so it is the honest ceiling; torch.mm is the fallback.
-    """
-    n = 1024
-    gen = torch.Generator().manual_seed(0)  # never touch the global RNG: runs must replay exactly
-    a = torch.randn(n, n, generator=gen)
-    b = torch.randn(n, n, generator=gen)
-    candidates = []
-    try:
-        am, bm = a.to_mkldnn(), b.to_mkldnn()
-        candidates.append(("oneDNN mkldnn_linear fp32 matmul",
-                           lambda: torch._C._nn.mkldnn_linear(am, bm, None)))
-    except (RuntimeError, AttributeError):
-        pass
-    candidates.append(("torch.mm fp32 matmul", lambda: torch.mm(a, b)))
-    best = (0.0, "unmeasured")
-    for name, fn in candidates:
-        try:
-            fn()
-            fn()  # warm up (kernel selection, page faults)
-            reps, t0 = 0, time.perf_counter()
-            while reps < 3 or time.perf_counter() - t0 < 0.08:
-                fn()
-                reps += 1
-            rate = 2.0 * n ** 3 * reps / (time.perf_counter() - t0)
-        except RuntimeError:
-            continue
-        if rate > best[0]:
-            best = (rate, f"measured: {name}, {n}x{n}x{n}, {torch.get_num_threads()} threads")
-    return best
-
-
-def peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, table in GPU_PEAK_FLOPS:
-            if key in name:
-                return table[precision], f"table: {key} {precision} dense"
-        return None, f"unknown GPU {name!r}: no peak in the table"
-    rate, source = cpu_matmul_peak()
-    return (rate or None), source
+        torch.cuda.synchronize(device)  # so a timer does not bill queued training kernels
 
 
-def git_commit() -> str | None:
-    """The commit of the llmscale checkout, best effort (None outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+def _timed_eval(run: _Run, ls: LoopState) -> float:
+    _sync(run.device)
+    t = time.perf_counter()
+    val = evaluate(run.model, run.val, run.eval_bs, run.cfg.train.seq_len, run.precision)
+    ls.times["eval"] += time.perf_counter() - t
+    return val
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def _gather_carried(run: _Run, carried):
+    """The carried state of all ranks' rows, on CPU (rank 0 saves it); a collective."""
+    if run.world == 1 or carried is None:
+        return map_state(lambda t: t.cpu(), carried)
+    import torch.distributed as dist
+
+    def gather(t):
+        chunks = [torch.empty_like(t) for _ in range(run.world)]
+        dist.all_gather(chunks, t.contiguous())
+        return torch.cat(chunks, dim=1).cpu()
+
+    return map_state(gather, carried)
 
 
-def _rng_state() -> dict[str, Any]:
-    st: dict[str, Any] = {"torch": torch.get_rng_state(),
-                          "numpy": json.dumps(_np_state_plain(np.random.get_state())),
-                          "python": json.dumps(_py_state_plain(random.getstate()))}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
+def _save(run: _Run, ls: LoopState) -> int | None:
+    """Checkpoint weights + optimizer + LoopState (rank 0 writes); returns the weights' bytes."""
+    _sync(run.device)
+    t = time.perf_counter()
+    mine = ls.carried
+    full = _gather_carried(run, mine)  # every rank calls it
+    n = None
+    if run.is_main:
+        ls.times["wall"] = run.wall()
+        ls.rng = hw.rng_state(run.device)
+        ls.carried = full
+        state = {"run_id": run.run_id, "total_steps": run.plan.total_steps,
+                 "optimizer": run.optimizer.state_dict(),
+                 "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                 **ls.state_dict()}
+        ls.carried = mine
+        n = ckpt.save_checkpoint(run.out, run.model, state)
+        # metrics rows past the checkpoint would repeat after a resume: rewrite to match it
+        atomic_write_text(run.out / layout.METRICS_FILE, _metrics_text(ls.metrics))
+    ls.times["checkpoint"] += time.perf_counter() - t
+    return n
 
 
-def _np_state_plain(s):
-    return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
+def _append_metrics(run: _Run, ls: LoopState, row: dict[str, Any]) -> None:
+    ls.metrics.append(row)
+    if run.is_main:
+        with open(run.out / layout.METRICS_FILE, "a", encoding="utf-8") as fh:
+            fh.write(_fmt_row(row))  # one short append; rewritten whole at checkpoints
 
 
-def _py_state_plain(s):
-    return [s[0], list(s[1]), s[2]]
+# ------------------------------------------------------------------------------------------
+# The record
 
 
-def _set_rng_state(st: dict[str, Any]) -> None:
-    torch.set_rng_state(st["torch"])
-    n = json.loads(st["numpy"])
-    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    p = json.loads(st["python"])
-    random.setstate((p[0], tuple(p[1]), p[2]))
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+def build_record(run: _Run, ls: LoopState, status: str, error: str | None,
+                 checkpoint_bytes: int | None, memory: hw.MemoryPeak, *,
+                 sweep_point: dict[str, Any] | None = None,
+                 flops_budget: float | None = None) -> RunRecord:
+    """The run's row of results.csv, from what the run measured (nothing estimated)."""
+    import json
+
+    cfg, tr, acc, device = run.cfg, run.cfg.train, run.acc, run.device
+    tokens = ls.step * run.plan.tokens_per_step
+    tail_steps = max(0, ls.step - run.plan.tail_start)
+    train_loss = (ls.tail_sum / tail_steps if tail_steps and status == "completed"
+                  else ls.last_good["train_loss"])
+    val_loss = ls.last_good["val_loss"]
+    bytes_per_token = run.data.val_bytes_per_token if run.data is not None else None
+    gpu_count = run.world if device.type == "cuda" else 0
+    wall, train_s = ls.times["wall"], ls.times["train"]
+    tokens_per_s = tokens / train_s if train_s > 0 and tokens else None
+    peak, peak_source = hw.peak_flops(device, run.precision)
+    mfu = None
+    if peak and tokens_per_s:  # a peak is per device; DDP on CPU shares one machine's cores
+        mfu = acc.flops_per_token * tokens_per_s / (peak * (gpu_count or 1))
+    return RunRecord(
+        run_id=run.run_id, sweep=cfg.name, status=status,
+        vocab_size=cfg.vocab_size, embedding_dim=cfg.model.embedding_dim,
+        hidden_dim=cfg.model.hidden_dim, num_layers=cfg.model.num_layers,
+        dropout=cfg.model.dropout, tie_weights=cfg.model.tie_weights, seq_len=tr.seq_len,
+        batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed,
+        params_total=acc.params_total, params_embedding=acc.params_embedding,
+        params_nonembedding=acc.params_nonembedding, flops_per_token=acc.flops_per_token,
+        tokens=tokens, flops=float(acc.flops_per_token) * tokens,
+        train_loss=train_loss, val_loss=val_loss,
+        val_ppl=math.exp(val_loss) if val_loss is not None and val_loss < 700 else None,
+        val_bpb=(val_loss / math.log(2) / bytes_per_token
+                 if val_loss is not None and bytes_per_token else None),
+        gpu_count=gpu_count, device_name=hw.device_name(device), world_size=run.world,
+        wall_time_s=wall, gpu_hours=gpu_count * wall / 3600,
+        tokens_per_s=tokens_per_s, mfu=mfu,
+        peak_memory_bytes=memory.allocated, checkpoint_bytes=checkpoint_bytes,
+        torch_version=torch.__version__, git_commit=hw.git_commit(),
+        config_hash=config_hash(cfg), started_at=ls.started_at, finished_at=hw.now_iso(),
+        setup_s=ls.times["setup"], train_time_s=train_s, eval_time_s=ls.times["eval"],
+        checkpoint_time_s=ls.times["checkpoint"],
+        model_kind=getattr(cfg.model, "kind", "lstm"), flops_budget=flops_budget,
+        sweep_point=json.dumps(sweep_point, sort_keys=True) if sweep_point else None,
+        run_dir=str(run.out.resolve()),
+        data_source=cfg.data.source, tokenizer_kind=cfg.tokenizer.kind,
+        val_bytes_per_token=bytes_per_token,
+        data_entropy_bpb=run.data.entropy_bpb if run.data is not None else None,
+        peak_flops=peak, peak_flops_source=peak_source,
+        peak_memory_reserved_bytes=memory.reserved, error=error)
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # CPU and every CUDA device
+# ------------------------------------------------------------------------------------------
+# Signals, metrics file, progress
 
 
 class _Signals:
@@ -411,13 +833,6 @@ def _fmt_row(r: dict[str, Any]) -> str:
     return ",".join("" if r.get(k) is None else str(r[k]) for k in METRICS_COLUMNS) + "\n"
 
 
-def _peak_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    # ru_maxrss is KiB on Linux: the process's peak resident set.
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
 class _Progress:
     """A tqdm bar on a terminal, plain log lines otherwise (or when progress is off)."""
 
@@ -455,347 +870,6 @@ class _Progress:
             self.bar.close()
 
 
-# ------------------------------------------------------------------------------------------
-# The run
-
-
-def train_run(cfg: RunConfig, out_dir: str | Path, device: str = "auto", *,
-              progress: bool = True, stop_after_steps: int | None = None) -> RunRecord:
-    """Train the run `cfg` describes in `out_dir` and return its record (also record.json).
-
-    Resumes from `out_dir`'s checkpoint when it holds one of the same run; returns the stored
-    record without training when the run is already completed there. `stop_after_steps`
-    checkpoints and stops (status preempted) after that many optimizer steps of this call:
-    the same path a SIGTERM takes, used to test exact resume.
-    """
-    out = Path(out_dir)
-    run_id = cfg.run_id
-    record_path = out / RECORD_FILE
-    if record_path.is_file():
-        try:
-            old = read_record_json(record_path)
-        except (ValueError, TypeError, OSError):
-            old = None
-        if old is not None and old.run_id == run_id and old.status == "completed":
-            return old
-        if old is not None and old.run_id != run_id:
-            raise UserError(f"{str(out)!r} holds run {old.run_id}, not {run_id}; "
-                            f"use another --out directory (runs are never mixed)")
-    if ckpt.has_checkpoint(out):
-        resume = ckpt.load_trainer_state(out)
-        if resume.get("run_id") != run_id:
-            raise UserError(f"{str(out / ckpt.CHECKPOINT_DIR)!r} is a checkpoint of run "
-                            f"{resume.get('run_id')}, not {run_id}; use another --out directory "
-                            f"(runs are never mixed)")
-    else:
-        resume = None
-
-    dist_info, dev = setup_distributed(device)
-    try:
-        return _train(cfg, out, dev, dist_info, resume, progress=progress,
-                      stop_after_steps=stop_after_steps)
-    finally:
-        if dist_info.made_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: Dist,
-           resume: dict[str, Any] | None, *, progress: bool,
-           stop_after_steps: int | None) -> RunRecord:
-    import torch.distributed as dist
-
-    from llmscale.data import load_tokens
-    from llmscale.data.batches import TokenStream
-
-    tr, rank, world = cfg.train, dist_info.rank, dist_info.world_size
-    is_main = rank == 0
-    run_id = cfg.run_id
-    precision = resolve_precision(tr.precision, device)
-    t_start = time.perf_counter()
-    started_at = resume["started_at"] if resume else _now()
-
-    # -- batch geometry: global batch = world x rows per rank = world x accum x micro
-    if tr.batch_size % world:
-        raise UserError(f"train.batch_size: {tr.batch_size} is not divisible by the world size "
-                        f"{world}; use a multiple of {world}")
-    rows = tr.batch_size // world
-    micro = tr.micro_batch_size or rows
-    if micro > rows or rows % micro:
-        raise UserError(f"train.micro_batch_size: {micro} must divide the rows per rank "
-                        f"({tr.batch_size} / {world} ranks = {rows})")
-
-    # -- budget (accounting is the one source of the planned tokens and FLOPs per token)
-    acc = run_accounting(cfg)
-    tokens_per_step = tr.batch_size * tr.seq_len  # all ranks together
-    total_steps = max(1, acc.tokens // tokens_per_step)
-    warmup_steps = int(tr.warmup_frac * total_steps)
-    # train_loss in the record = mean loss over the last ~5% of steps (smoother than one step).
-    tail_start = total_steps - max(1, math.ceil(0.05 * total_steps))
-    eval_every_tokens = cfg.eval.every_tokens or max(tokens_per_step, acc.tokens // 10)
-    eval_every = max(1, eval_every_tokens // tokens_per_step)  # steps
-    ckpt_every = (max(1, cfg.output.checkpoint_every_tokens // tokens_per_step)
-                  if cfg.output.checkpoint_every_tokens else None)
-    log_every = cfg.output.log_every_steps
-
-    # -- data, model, optimizer (seeded: weights, dropout and data order follow train.seed)
-    _seed_everything(tr.seed)
-    data = load_tokens(cfg, progress=progress and is_main)
-    if data.vocab_size != cfg.vocab_size:
-        raise UserError(f"token cache vocab_size {data.vocab_size} != config's {cfg.vocab_size}")
-    stream = TokenStream(data.train, rows, tr.seq_len, rank=rank, world_size=world,
-                         seed=tr.seed, shuffle_epochs=True)
-    n_val = min(cfg.eval.tokens + 1, len(data.val))
-    if n_val < 3:
-        raise UserError(f"the validation split has {len(data.val)} tokens; need at least 3")
-    val = torch.from_numpy(np.asarray(data.val[:n_val], dtype=np.int64)).to(device)
-    eval_bs = cfg.eval.batch_size or tr.batch_size
-
-    model = build_model(cfg).to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.enabled = True  # nn.LSTM runs the fused cuDNN kernel
-    optimizer = make_optimizer(model, cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    state = model.init_state(rows, device)
-    step, metrics, tail_sum = 0, [], 0.0
-    prev_elapsed = 0.0
-    last_good = {"train_loss": None, "val_loss": None}
-    if resume is not None:
-        ckpt.load_weights(out, model)
-        optimizer.load_state_dict(resume["optimizer"])
-        if scaler is not None and resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        step = int(resume["step"])
-        metrics = list(resume["metrics"])
-        tail_sum = float(resume["tail_sum"])
-        prev_elapsed = float(resume["elapsed_s"])
-        last_good = dict(resume["last_good"])
-        full_h, full_c = resume["lstm_state"]  # global rows; this rank's are [rank*rows, ...)
-        sl = slice(rank * rows, (rank + 1) * rows)
-        state = (full_h[:, sl].to(device).contiguous(), full_c[:, sl].to(device).contiguous())
-        _set_rng_state(resume["rng"])
-    ddp_model: torch.nn.Module = _StatefulForward(model)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ddp_model = DDP(ddp_model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / CONFIG_FILE, f"# run_id: {run_id}\n" + dump_yaml(cfg))
-        atomic_write_text(out / METRICS_FILE, _metrics_text(metrics))
-    peak, peak_source = peak_flops(device, precision)
-    bar = _Progress(total_steps * tokens_per_step, step * tokens_per_step,
-                    progress and is_main, cfg.name)
-
-    def gather_state() -> tuple[torch.Tensor, torch.Tensor]:
-        """The carried LSTM state of all ranks' rows, on CPU (rank 0 saves it)."""
-        if world == 1:
-            return state[0].cpu(), state[1].cpu()
-        parts = []
-        for t in state:
-            chunks = [torch.empty_like(t) for _ in range(world)]
-            dist.all_gather(chunks, t.contiguous())
-            parts.append(torch.cat(chunks, dim=1).cpu())
-        return parts[0], parts[1]
-
-    def save(elapsed: float) -> int | None:
-        full = gather_state()  # collective: every rank calls it
-        if not is_main:
-            return None
-        trainer_state = {
-            "run_id": run_id, "step": step, "total_steps": total_steps,
-            "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": _rng_state(), "lstm_state": full, "metrics": metrics,
-            "tail_sum": tail_sum, "elapsed_s": elapsed, "started_at": started_at,
-            "last_good": last_good,
-            # the logging window in progress, so the next metrics row averages the same steps
-            "loss_acc": loss_acc.detach().cpu().clone(), "steps_in_log": steps_in_log,
-        }
-        n = ckpt.save_checkpoint(out, model, trainer_state)
-        atomic_write_text(out / METRICS_FILE, _metrics_text(metrics))  # drop rows past the ckpt
-        return n
-
-    # -- the loop
-    status, error = "running", None
-    tokens_at_log, t_log = step * tokens_per_step, time.perf_counter()
-    loss_acc = torch.zeros((), device=device)
-    steps_in_log = 0
-    if resume is not None:
-        loss_acc = resume["loss_acc"].to(device)
-        steps_in_log = int(resume["steps_in_log"])
-    last_ckpt_time = time.perf_counter()
-    steps_this_call = 0
-    with _Signals() as signals:
-        try:
-            model.train()
-            while step < total_steps:
-                for g in optimizer.param_groups:
-                    g["lr"] = lr_at(step, total_steps, tr.lr, warmup_steps, tr.min_lr_ratio)
-                x, y, reset = stream.batch(step)
-                if reset:
-                    state = model.init_state(rows, device)
-                x = torch.as_tensor(x).to(device, non_blocking=True)
-                y = torch.as_tensor(y).to(device, non_blocking=True)
-                is_log = (step + 1) % log_every == 0 or step + 1 == total_steps
-                loss, norm, state = train_step(ddp_model, optimizer, x, y, state, micro=micro,
-                                               grad_clip=tr.grad_clip, precision=precision,
-                                               scaler=scaler, want_norm=is_log)
-                if step >= tail_start:
-                    tail_loss = loss.detach().clone()
-                    if world > 1:  # the global batch's loss, not this rank's rows
-                        dist.all_reduce(tail_loss)
-                        tail_loss /= world
-                    tail_sum += float(tail_loss)
-                loss_acc += loss
-                steps_in_log += 1
-                step += 1
-                steps_this_call += 1
-
-                is_eval = step % eval_every == 0 or step == total_steps
-                if is_log or is_eval:
-                    mean_loss = loss_acc / steps_in_log
-                    if world > 1:
-                        dist.all_reduce(mean_loss)
-                        mean_loss /= world
-                    train_loss = float(mean_loss)
-                    if not math.isfinite(train_loss):
-                        status = "diverged"
-                        error = (f"non-finite training loss ({train_loss}) by step {step}; "
-                                 f"lower train.lr (now {tr.lr:g}) or enable train.grad_clip")
-                        break
-                    now = time.perf_counter()  # before eval: tokens/s is training speed
-                    val_loss = None
-                    if is_eval:
-                        val_loss = evaluate(model, val, eval_bs, tr.seq_len, precision)
-                        if not math.isfinite(val_loss):
-                            status = "diverged"
-                            error = f"non-finite validation loss at step {step}"
-                            break
-                        last_good["val_loss"] = val_loss
-                    last_good["train_loss"] = train_loss
-                    tokens_done = step * tokens_per_step
-                    row = {"step": step, "tokens": tokens_done, "train_loss": train_loss,
-                           "val_loss": val_loss, "lr": optimizer.param_groups[0]["lr"],
-                           "grad_norm": float(norm) if norm is not None else None,
-                           "tokens_per_s": (tokens_done - tokens_at_log) / max(now - t_log, 1e-9),
-                           "elapsed_s": prev_elapsed + now - t_start}
-                    metrics.append(row)
-                    if is_main:
-                        with open(out / METRICS_FILE, "a", encoding="utf-8") as fh:
-                            fh.write(_fmt_row(row))  # one short append; rewritten at checkpoints
-                    bar.update(tokens_done, row, total_steps * tokens_per_step)
-                    tokens_at_log, t_log = tokens_done, time.perf_counter()
-                    loss_acc.zero_()
-                    steps_in_log = 0
-
-                # Decide together whether to stop or checkpoint, so every rank takes the same path.
-                stop = signals.received is not None or (
-                    stop_after_steps is not None and steps_this_call >= stop_after_steps)
-                due = (time.perf_counter() - last_ckpt_time) / 60 >= cfg.output.checkpoint_every_minutes
-                due = due or (ckpt_every is not None and step % ckpt_every == 0)
-                if world > 1:
-                    flags = torch.tensor([float(stop), float(due)], device=device)
-                    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-                    stop, due = bool(flags[0]), bool(flags[1])
-                if stop and step < total_steps:
-                    status = "preempted"
-                    error = (f"stopped by {signals.received} at step {step}/{total_steps}"
-                             if signals.received else f"stopped after {steps_this_call} steps "
-                             f"(stop_after_steps) at step {step}/{total_steps}")
-                    save(prev_elapsed + time.perf_counter() - t_start)
-                    break
-                if due and step < total_steps:
-                    save(prev_elapsed + time.perf_counter() - t_start)
-                    last_ckpt_time = time.perf_counter()
-            else:
-                status = "completed"
-        except torch.OutOfMemoryError as e:
-            status = "oom"
-            error = (f"CUDA out of memory on {device} at step {step} (batch_size "
-                     f"{tr.batch_size}, micro_batch_size {micro}, hidden_dim "
-                     f"{cfg.model.hidden_dim}); lower train.micro_batch_size: "
-                     f"{str(e).splitlines()[0]}")
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a crashed run is recorded, not a crashed sweep
-            status = "failed"
-            error = f"{type(e).__name__}: {e}"
-            log.error("run %s failed:\n%s", run_id, traceback.format_exc())
-            if is_main:
-                print(traceback.format_exc(), file=sys.stderr)
-    bar.close()
-
-    # -- the final evaluation and the record
-    elapsed = prev_elapsed + time.perf_counter() - t_start
-    checkpoint_bytes = None
-    if status == "completed":
-        val_loss = last_good["val_loss"]
-        if not metrics or metrics[-1]["val_loss"] is None:  # the loop evaluates at the end
-            val_loss = evaluate(model, val, eval_bs, tr.seq_len, precision)
-            last_good["val_loss"] = val_loss
-        checkpoint_bytes = save(elapsed)
-    elif status == "preempted" and is_main:
-        checkpoint_bytes = ckpt.weights_path(out).stat().st_size
-    elif is_main and ckpt.has_checkpoint(out):
-        checkpoint_bytes = ckpt.weights_path(out).stat().st_size
-    tokens_trained = step * tokens_per_step
-    tail_steps = max(0, step - tail_start)
-    train_loss = (tail_sum / tail_steps if tail_steps and status == "completed"
-                  else last_good["train_loss"])
-    val_loss = last_good["val_loss"]
-    bytes_per_token = data.val_bytes_per_token
-    gpu_count = world if device.type == "cuda" else 0
-    tokens_per_s = tokens_trained / elapsed if elapsed > 0 else None
-    model_flops_per_s = acc.flops_per_token * tokens_per_s if tokens_per_s else None
-    mfu = None
-    if peak and model_flops_per_s:
-        mfu = model_flops_per_s / (peak * (world if device.type == "cuda" else 1))
-    record = RunRecord(
-        run_id=run_id, sweep=cfg.name, status=status,
-        vocab_size=cfg.vocab_size, embedding_dim=cfg.model.embedding_dim,
-        hidden_dim=cfg.model.hidden_dim, num_layers=cfg.model.num_layers,
-        dropout=cfg.model.dropout, tie_weights=cfg.model.tie_weights, seq_len=tr.seq_len,
-        batch_size=tr.batch_size, lr=tr.lr, seed=tr.seed,
-        params_total=acc.params_total, params_embedding=acc.params_embedding,
-        params_nonembedding=acc.params_nonembedding, flops_per_token=acc.flops_per_token,
-        tokens=tokens_trained, flops=float(acc.flops_per_token) * tokens_trained,
-        train_loss=train_loss, val_loss=val_loss,
-        val_ppl=math.exp(val_loss) if val_loss is not None and val_loss < 700 else None,
-        val_bpb=(val_loss / math.log(2) / bytes_per_token
-                 if val_loss is not None and bytes_per_token else None),
-        gpu_count=gpu_count,
-        device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
-                     else _cpu_name()),
-        world_size=world, wall_time_s=elapsed, gpu_hours=gpu_count * elapsed / 3600,
-        tokens_per_s=tokens_per_s, mfu=mfu, peak_flops=peak, peak_flops_source=peak_source,
-        peak_memory_bytes=_peak_memory(device), checkpoint_bytes=checkpoint_bytes,
-        torch_version=torch.__version__, git_commit=git_commit(), config_hash=config_hash(cfg),
-        started_at=started_at, finished_at=_now(), data_source=cfg.data.source,
-        tokenizer_kind=cfg.tokenizer.kind, val_bytes_per_token=bytes_per_token,
-        data_entropy_bpb=data.entropy_bpb, run_dir=str(out.resolve()), error=error)
-    if is_main:
-        write_json(out / RECORD_FILE, record.to_dict())
-    return record
-
-
-@functools.cache
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "cpu: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return "cpu: " + (platform.processor() or platform.machine())
-
-
 def train_cli(cfg: RunConfig, out: str | None, device: str) -> int:
     """`llmscale train`: train, print a short summary; 0 if completed, 3 for a run problem."""
     run_dir = Path(out or cfg.output.dir)
@@ -810,7 +884,8 @@ def train_cli(cfg: RunConfig, out: str | None, device: str) -> int:
           f"{'' if not rec.error else ' (' + rec.error + ')'}")
     print(f"  train_loss {f(rec.train_loss)}  val_loss {f(rec.val_loss)}  "
           f"val_bpb {f(rec.val_bpb)}  tokens {rec.tokens:,}")
-    print(f"  {f(rec.tokens_per_s, ',.0f')} tokens/s  wall {f(rec.wall_time_s, '.1f')} s  "
-          f"mfu {f(rec.mfu, '.3f')}  device {rec.device_name} x{rec.world_size}")
-    print(f"  record: {run_dir / RECORD_FILE}")
+    print(f"  {f(rec.tokens_per_s, ',.0f')} tokens/s  wall {f(rec.wall_time_s, '.1f')} s "
+          f"(train {f(rec.train_time_s, '.1f')} s)  mfu {f(rec.mfu, '.3f')}  "
+          f"device {rec.device_name} x{rec.world_size}")
+    print(f"  record: {run_dir / layout.RECORD_FILE}")
     return 0 if rec.status == "completed" else 3

@@ -63,8 +63,38 @@ def test_batches_are_views_of_the_memmap(tmp_path):
     tokens(3000).tofile(path)
     mm = np.memmap(path, dtype=np.uint16, mode="r")
     s = TokenStream(mm, 4, 16, shuffle_epochs=False)
+    window, reset = s.window(2)
+    # no copy: the window's memory is the memmap's, inside its mapped range
+    assert np.shares_memory(window, mm)
+    lo = mm.ctypes.data
+    assert lo <= window.ctypes.data < lo + mm.nbytes
+    base = window
+    while base.base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    assert isinstance(base, np.memmap) and str(base.filename) == str(path)
+    assert not window.flags.writeable  # a view of read-only data stays read-only
+    # and it is the right window: row 1 starts row_len tokens on, step 2 at column 32
+    assert window[1, 0] == s.row_len + 32 and window.shape == (4, 17) and not reset
+    # batch() makes exactly one copy, as int64, with the same ids
     x, y, _ = s.batch(2)
+    assert not np.shares_memory(x.numpy(), mm)
     assert x[1, 0].item() == s.row_len + 32 and y[1, 0].item() == s.row_len + 33
+    assert torch.equal(x, torch.from_numpy(window[:, :-1].astype(np.int64)))
+
+
+def test_train_feed_copies_the_window_once_into_a_reused_buffer(tmp_path):
+    from llmscale.train import BatchFeed
+
+    path = tmp_path / "t.bin"
+    tokens(3000).tofile(path)
+    s = TokenStream(np.memmap(path, dtype=np.uint16, mode="r"), 4, 16, shuffle_epochs=False)
+    feed = BatchFeed(s, torch.device("cpu"))
+    x0, y0, _ = feed.get(0)
+    ptr = x0.data_ptr()
+    assert torch.equal(x0, s.batch(0)[0]) and torch.equal(y0, s.batch(0)[1])
+    x1, y1, _ = feed.get(1)
+    assert x1.data_ptr() == ptr and y1.data_ptr() == ptr + 8  # one buffer, x and y share it
+    assert torch.equal(x1, s.batch(1)[0]) and torch.equal(y1, s.batch(1)[1])
 
 
 def test_split_too_small_names_the_numbers():

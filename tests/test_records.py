@@ -5,7 +5,7 @@ from llmscale.records import RunRecord, read_results, upsert_record
 
 def test_upsert_replaces_by_run_id_and_round_trips_types(tmp_path):
     path = tmp_path / "results.csv"
-    upsert_record(path, RunRecord(run_id="a", status="running", hidden_dim=8))
+    upsert_record(path, RunRecord(run_id="a", status="preempted", hidden_dim=8))
     upsert_record(path, RunRecord(run_id="b", status="completed", val_loss=np.float64(2.5),
                                   tie_weights=True, tokens=np.int64(1000)))
     upsert_record(path, RunRecord(run_id="a", status="completed", val_loss=3.0))

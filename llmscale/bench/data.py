@@ -34,6 +34,7 @@ def main(quick: bool = False) -> None:
     from llmscale.data.batches import TokenStream
     from llmscale.data.sources import load_corpus
     from llmscale.model import build_model
+    from llmscale.train import BatchFeed
 
     words = 300_000 if quick else 2_000_000
     cfg = load_config(None, [f"data.synthetic_tokens={words}"])
@@ -57,11 +58,10 @@ def main(quick: bool = False) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         def ours() -> None:
-            w = cache.AtomicArrayWriter(Path(tmp) / "train.bin", dtype)
-            for ids, _ in tk.encode_chunks(tok, "bpe", texts, separate=corpus.separate,
-                                           dtype=dtype):
-                w.write(ids)
-            w.commit()
+            with cache.AtomicArrayWriter(Path(tmp) / "train.bin", dtype) as w:
+                for ids, _ in tk.encode_chunks(tok, "bpe", texts, separate=corpus.separate,
+                                               dtype=dtype):
+                    w.write(ids)
 
         raw()  # warm the tokenizer's caches for all three alike
         t_raw, t_fast, t_ours = _best(raw, repeats), _best(raw_fast, repeats), _best(ours, repeats)
@@ -76,7 +76,8 @@ def main(quick: bool = False) -> None:
     B, T = cfg.train.batch_size, cfg.train.seq_len
     stream = TokenStream(ids, B, T, seed=0)
     n_fetch = 200 if quick else 1000
-    t_fetch = _best(lambda: [stream.batch(i) for i in range(n_fetch)], repeats) / n_fetch
+    feed = BatchFeed(stream, torch.device("cpu"))  # what train_run feeds its steps with
+    t_fetch = _best(lambda: [feed.get(i) for i in range(n_fetch)], repeats) / n_fetch
 
     torch.manual_seed(0)
     model = build_model(cfg)

@@ -92,7 +92,7 @@ def load_tokens(cfg: RunConfig, *, progress: bool = True) -> TokenData:
     return TokenData(
         train=cache.open_tokens(entry, "train", meta), val=cache.open_tokens(entry, "val", meta),
         vocab_size=meta["vocab_size"], train_bytes=meta["train"]["bytes"],
-        val_bytes=meta["val"]["bytes"], tokenizer_path=entry / "tokenizer.json", fingerprint=fp,
+        val_bytes=meta["val"]["bytes"], tokenizer_path=entry / cache.TOKENIZER, fingerprint=fp,
         entropy_bpb=meta["entropy_bpb"])
 
 
@@ -118,7 +118,7 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
                         f"data or raise data.val_fraction")
     log.info("loaded %s in %.1fs", corpus.description, time.perf_counter() - t0)
 
-    tok_path = entry / "tokenizer.json"
+    tok_path = entry / cache.TOKENIZER
     if tok_path.is_file():
         tok = tk.load(tok_path)  # complete (atomic); an earlier encode was interrupted
         log.info("tokenizer cache hit %s", tok_path)
@@ -142,9 +142,8 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
     for split, texts in (("train", corpus.train), ("val", corpus.val)):
         t0 = time.perf_counter()
         log.info("encoding %s split (%d texts)", split, len(texts))
-        writer = cache.AtomicArrayWriter(entry / f"{split}.bin", dtype)
         nbytes = 0
-        try:
+        with cache.AtomicArrayWriter(entry / f"{split}.bin", dtype) as writer:
             bar = tqdm(total=len(texts), desc=f"encode {split}", unit="text", leave=False,
                        disable=not (progress and sys.stderr.isatty()))
             for ids, n in tk.encode_chunks(tok, cfg.tokenizer.kind, texts,
@@ -153,10 +152,6 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
                 nbytes += n
                 bar.update(min(tk.ENCODE_BATCH, bar.total - bar.n))
             bar.close()
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
         meta[split] = {"tokens": writer.count, "bytes": nbytes}
         log.info("encoded %s: %d tokens, %d bytes in %.1fs", split, writer.count, nbytes,
                  time.perf_counter() - t0)

@@ -10,8 +10,8 @@ tokens; rank r owns rows [r*B, (r+1)*B). With B = 2 rows per rank, 2 ranks and T
     step 1  x = columns [T, 2T), ...
 
 Row b of step i+1 continues row b of step i, so the LSTM state carries across steps (detach it
-between steps: that is what "truncated" means). Rows are views of the memmap; only the (B, T+1)
-window of a step is copied.
+between steps: that is what "truncated" means). A step's (B, T+1) window is a strided view of
+the memmap (`TokenStream.window`); the trainer copies it once, into its own buffer.
 """
 
 from __future__ import annotations
@@ -59,9 +59,11 @@ class TokenStream:
         rng = np.random.default_rng([self.seed, epoch, 0xBA7C])
         return int(rng.integers(0, self._slack + 1))
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """(x, y, reset): x and y int64 (batch_size, seq_len); reset is True when the carried
-        LSTM state must be zeroed before this batch (the first step of each epoch).
+    def window(self, step: int) -> tuple[np.ndarray, bool]:
+        """(window, reset): the (batch_size, seq_len + 1) token ids of step `step` as a
+        read-only strided *view* of `tokens` (no copy: row b starts row_len tokens after row
+        b-1); inputs are window[:, :-1], targets window[:, 1:]. reset is True when the carried
+        state must be zeroed before this batch (the first step of each epoch).
         Deterministic in (seed, step), so training resumes from a step number. Past the end of
         the data it wraps to a new epoch; with shuffle_epochs each epoch starts the rows at a
         different seeded offset."""
@@ -69,12 +71,17 @@ class TokenStream:
         epoch, i = divmod(step, self.steps_per_epoch)
         start = self.offset(epoch) + self.rank * self.batch_size * self.row_len + i * self.seq_len
         itemsize = self.tokens.strides[0]
-        # (B, T+1) window: row b starts row_len tokens after row b-1. A view, no copy.
         window = np.lib.stride_tricks.as_strided(
             self.tokens[start:], shape=(self.batch_size, self.seq_len + 1),
             strides=(self.row_len * itemsize, itemsize), writeable=False)
+        return window, i == 0
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(x, y, reset) as int64 tensors (batch_size, seq_len): `window` copied once. The
+        trainer copies windows into its own reusable (pinned, on CUDA) buffer instead."""
+        window, reset = self.window(step)
         buf = torch.from_numpy(window.astype(np.int64))  # the one copy
-        return buf[:, :-1].contiguous(), buf[:, 1:].contiguous(), i == 0
+        return buf[:, :-1].contiguous(), buf[:, 1:].contiguous(), reset
 
     def __len__(self) -> int:
         return self.steps_per_epoch

@@ -12,18 +12,20 @@ interrupted encode leaves at most temp files and a tokenizer.json (complete by c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmscale.atomic import atomic_path
 from llmscale.errors import UserError
 
 CACHE_VERSION = 1
 META = "meta.json"
+TOKENIZER = "tokenizer.json"
 
 
 def cache_root(configured: str | None) -> Path:
@@ -37,28 +39,31 @@ def cache_root(configured: str | None) -> Path:
 
 
 class AtomicArrayWriter:
-    """Append id arrays to a temp file; `commit()` renames it into place, else it is deleted."""
+    """Append id arrays to `path` through llmscale.atomic: the file appears, complete, when the
+    `with` block ends without an error, and not at all otherwise.
+
+        with AtomicArrayWriter(path, dtype) as w:
+            w.write(ids)  # repeatedly
+        w.count  # ids written
+    """
 
     def __init__(self, path: Path, dtype: np.dtype):
-        self.path, self.dtype, self.count = path, np.dtype(dtype), 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        self.fh = os.fdopen(fd, "wb")
+        self.path, self.dtype, self.count = Path(path), np.dtype(dtype), 0
+        self._stack = contextlib.ExitStack()
+        self.fh = None
+
+    def __enter__(self) -> AtomicArrayWriter:
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self.fh = self._stack.enter_context(open(tmp, "wb"))
+        return self
 
     def write(self, ids: np.ndarray) -> None:
         assert ids.dtype == self.dtype
         self.fh.write(ids.tobytes())
         self.count += len(ids)
 
-    def commit(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.fh.close()
-        Path(self.tmp).unlink(missing_ok=True)
+    def __exit__(self, *exc) -> bool:
+        return self._stack.__exit__(*exc)
 
 
 def read_meta(d: Path) -> dict[str, Any] | None:
@@ -67,7 +72,7 @@ def read_meta(d: Path) -> dict[str, Any] | None:
         meta = json.loads((d / META).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if meta.get("version") != CACHE_VERSION or not (d / "tokenizer.json").is_file():
+    if meta.get("version") != CACHE_VERSION or not (d / TOKENIZER).is_file():
         return None
     itemsize = np.dtype(meta["dtype"]).itemsize
     for split in ("train", "val"):
