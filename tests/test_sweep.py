@@ -6,10 +6,11 @@ import pytest
 
 from llmscale.accounting import run_accounting, tokens_for_flops
 from llmscale.cli import main
+from llmscale.cli.status import format_status
 from llmscale.config import from_dict
 from llmscale.errors import UserError
 from llmscale.records import RunRecord, read_results, upsert_record
-from llmscale.sweep import claim_sweep_dir, format_status, plan_sweep, run_dir_name, sweep_state
+from llmscale.sweep import claim_sweep_dir, plan_sweep, planned_run_ids, run_dir_name, sweep_state
 
 BASE = {
     "name": "t",
@@ -107,19 +108,50 @@ def test_budget_too_small_for_one_batch():
         plan_sweep(cfg)
 
 
-def test_different_sweep_in_dir_is_refused_unless_force(tmp_path, capsys):
+def test_a_grown_sweep_is_accepted_and_a_changed_base_refused_unless_force(tmp_path, capsys):
     a = cfg_with({"grid": {"model.hidden_dim": [8, 16]}})
-    b = cfg_with({"grid": {"model.hidden_dim": [8, 32]}})
+    grown = cfg_with({"grid": {"model.hidden_dim": [8, 16, 32]}})
     claim_sweep_dir(a, tmp_path, force=False)
     claim_sweep_dir(a, tmp_path, force=False)  # the same sweep again is fine
-    with pytest.raises(UserError, match=r"is in use: it holds sweep 't' whose sweep differ.*--force"):
-        claim_sweep_dir(b, tmp_path, force=False)
-    claim_sweep_dir(b, tmp_path, force=True)
+    for r in plan_sweep(a):
+        upsert_record(tmp_path / "results.csv", RunRecord(run_id=r.run_id, sweep="t",
+                                                          status="completed"))
+    capsys.readouterr()
+    # one more width: the same sweep, grown; its finished runs keep their run_ids
+    claim_sweep_dir(grown, tmp_path, force=False)
+    assert "3 runs planned, 2 finished kept, 1 new" in capsys.readouterr().err
     assert "32" in (tmp_path / "sweep.yaml").read_text()
+    assert planned_run_ids(tmp_path) == {r.run_id for r in plan_sweep(grown)}
+    # a changed base config changes every run_id: refused, saying what it would orphan
+    other_base = cfg_with({"grid": {"model.hidden_dim": [8, 16, 32]}},
+                          train={**BASE["train"], "lr": 1e-2})
+    with pytest.raises(UserError, match=r"is in use: it holds sweep 't' whose base config differ "
+                                        r"\(.*2 finished run\(s\) would be left out.*--force"):
+        claim_sweep_dir(other_base, tmp_path, force=False)
+    claim_sweep_dir(other_base, tmp_path, force=True)
+    capsys.readouterr()
+    assert "0.01" in (tmp_path / "sweep.yaml").read_text()
     # the same sweep through another executor / output dir is the same sweep
-    claim_sweep_dir(from_dict({**b.to_dict(), "output": {"dir": "elsewhere"},
-                               "sweep": {**b.to_dict()["sweep"], "executor": "slurm"}}),
+    claim_sweep_dir(from_dict({**other_base.to_dict(), "output": {"dir": "elsewhere"},
+                               "sweep": {**other_base.to_dict()["sweep"], "executor": "slurm"}}),
                     tmp_path, force=False)
+    assert "changed" not in capsys.readouterr().err
+
+
+def test_status_shows_runs_that_dropped_out_of_the_plan(tmp_path):
+    a = cfg_with({"grid": {"model.hidden_dim": [8, 16]}})
+    claim_sweep_dir(a, tmp_path, force=False)
+    for r in plan_sweep(a):
+        upsert_record(tmp_path / "results.csv", RunRecord(run_id=r.run_id, sweep="t",
+                                                          status="completed",
+                                                          run_dir=f"runs/{run_dir_name(r)}"))
+    shrunk = cfg_with({"grid": {"model.hidden_dim": [8]}})
+    claim_sweep_dir(shrunk, tmp_path, force=False)
+    text = format_status(tmp_path)
+    assert "1 runs: 1 done" in text
+    dropped = run_dir_name(plan_sweep(a)[1])
+    assert "1 run(s) no longer in the sweep's plan" in text and f"completed: {dropped}" in text
+    assert planned_run_ids(tmp_path) == {plan_sweep(a)[0].run_id}
 
 
 def test_dir_with_other_results_and_no_sweep_yaml_is_refused(tmp_path):

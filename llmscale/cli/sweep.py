@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
+import shutil
+from pathlib import Path
+from typing import Any
 
+from llmscale import layout
+from llmscale.cli.analyse import analyse_sweep
 from llmscale.cli.common import add_config_args, load
+from llmscale.errors import UserError
+from llmscale.sweep import PlannedRun, count_states, say, shape
 
 
 def add_parser(sub) -> None:
@@ -31,7 +39,130 @@ def add_parser(sub) -> None:
                    help="skip the fit, plots and report after the sweep")
 
 
-def run(args: argparse.Namespace) -> int:
-    from llmscale.sweep import sweep_cli
+# Used by --dry-run to estimate time when no run of this sweep has completed yet. Deliberately
+# round numbers for what a small LSTM *achieves* (well below peak): the estimate says so.
+ASSUMED_FLOPS_PER_S = {"cpu": 2.0e10, "cuda": 1.0e13}
 
-    return sweep_cli(load(args), args)
+
+def _assumed_device(devices: str | None) -> str:
+    if devices and "cuda" in devices:
+        return "cuda"
+    if devices is None or devices == "auto":
+        return "cuda" if shutil.which("nvidia-smi") else "cpu"
+    return "cpu"
+
+
+def format_plan(planned: list[PlannedRun], devices: str | None = None) -> str:
+    """The --dry-run table, with a footnote saying how the time is estimated."""
+    measured = [r.record.tokens_per_s * r.record.flops_per_token for r in planned
+                if r.record is not None and r.record.status == "completed"
+                and r.record.tokens_per_s and r.record.flops_per_token]
+    if measured:
+        rate = sorted(measured)[len(measured) // 2]
+        how = (f"estimated time = FLOPs / {rate:.3g} FLOP/s, the median achieved by "
+               f"{len(measured)} completed run(s) of this sweep")
+    else:
+        dev = _assumed_device(devices)
+        rate = ASSUMED_FLOPS_PER_S[dev]
+        how = (f"estimated time = FLOPs / {rate:.3g} FLOP/s, an assumed achieved rate on "
+               f"{dev} (no completed runs to measure from yet)")
+    header = ("run_dir", "shape", "lr", "seed", "params_nonemb", "tokens", "FLOPs", "est_time",
+              "status")
+    rows = []
+    for p in planned:
+        a = p.accounting
+        rows.append((p.run_dir.name, shape(p.cfg), f"{p.cfg.train.lr:g}", str(p.cfg.train.seed),
+                     f"{a.params_nonembedding:,}", f"{a.tokens:,}", f"{a.flops:.3g}",
+                     fmt_time(a.flops / rate), p.state))
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    total_flops = sum(p.accounting.flops for p in planned)
+    todo_flops = sum(p.accounting.flops for p in planned if p.state != "done")
+    counts = count_states(planned)
+    lines.append(f"{len(planned)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
+                 f"{total_flops:.3g} FLOPs in all, {todo_flops:.3g} left, about "
+                 f"{fmt_time(todo_flops / rate)} left")
+    lines.append(f"({how})")
+    return "\n".join(lines)
+
+
+def fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for flag, key in (("partition", "sweep.slurm.partition"), ("time_min", "sweep.slurm.time_min"),
+                      ("gpus_per_run", "sweep.slurm.gpus_per_run"), ("mem_gb", "sweep.slurm.mem_gb"),
+                      ("executor", "sweep.executor")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from llmscale.config import with_overrides
+    from llmscale.sweep import plan_points, planned_run, run_sweep, sweep_state
+
+    cfg = load(args)
+    overrides = _overrides(args)
+    if overrides:
+        cfg = with_overrides(cfg, overrides)
+    if cfg.sweep.executor == "local" and args.gpus_per_run not in (None, 1):
+        raise UserError(f"--gpus-per-run {args.gpus_per_run}: a run spanning GPUs needs "
+                        f"--executor slurm (or `torchrun ... llmscale train` for one run); the "
+                        f"local executor runs one device per run")
+    out = Path(args.out or cfg.output.dir)
+    if args.dry_run:
+        points = plan_points(cfg)
+        planned = (sweep_state(cfg, out, points, reconcile=False) if out.is_dir()
+                   else [planned_run(out, p) for p in points])
+        print(format_plan(planned, args.devices))
+        return 0
+    results_before = _mtime(layout.results_path(out))
+    records = run_sweep(cfg, out, devices=args.devices, runs_per_device=args.runs_per_device,
+                        executor=cfg.sweep.executor, retry_failed=args.retry_failed,
+                        force=args.force, progress=True)
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    say(f"results: {layout.results_path(out)} "
+        f"({', '.join(f'{v} {k}' for k, v in counts.items())})")
+    if not args.no_analysis:
+        _analyse(out, changed=_mtime(layout.results_path(out)) != results_before)
+    return 0
+
+
+def _mtime(p: Path) -> int | None:
+    try:
+        return p.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _analyse(out: Path, changed: bool) -> None:
+    """Fit, plots and report; skipped when nothing changed since the last analysis.
+
+    "Last analysis" is the newest of fit.json and report.md (a sweep too small for any law
+    writes a report but no fit.json), compared with results.csv. A failing analysis is a
+    warning: the sweep's results stand, and `llmscale report` can be run later.
+    """
+    stamps = [t for t in (_mtime(layout.fit_path(out)), _mtime(out / layout.REPORT_MD))
+              if t is not None]
+    results = _mtime(layout.results_path(out))
+    if not changed and stamps and results is not None and max(stamps) >= results:
+        return
+    try:
+        analyse_sweep(out)
+    except Exception as e:  # noqa: BLE001 - the sweep's results stand even if a fit cannot be made
+        say(f"warning: analysis failed ({type(e).__name__}: {e}); {layout.RESULTS_FILE} is "
+            f"complete, run `llmscale report {out}` later")
