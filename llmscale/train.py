@@ -471,11 +471,13 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
             if run.is_main:
                 print(traceback.format_exc(), file=sys.stderr)
 
-    # -- the final evaluation and checkpoint of a completed run
+    # -- the final evaluations and checkpoint of a completed run
     checkpoint_bytes = None
     if status == "completed":
         if not ls.metrics or ls.metrics[-1]["val_loss"] is None:  # the loop evaluates at the end
             ls.last_good["val_loss"] = _timed_eval(run, ls)
+        if run.is_main:
+            _write_position_loss(run, ls)
         checkpoint_bytes = _save(run, ls)
     elif run.is_main and ckpt.has_checkpoint(out):
         checkpoint_bytes = ckpt.weights_path(out).stat().st_size
@@ -686,6 +688,24 @@ def _timed_eval(run: _Run, ls: LoopState) -> float:
     val = evaluate(run.model, run.val, run.eval_bs, run.cfg.train.seq_len, run.precision)
     ls.times["eval"] += time.perf_counter() - t
     return val
+
+
+def _write_position_loss(run: _Run, ls: LoopState) -> None:
+    """position_loss.csv: the held-out loss by distance from a state reset / context start
+    (llmscale.position), over the same held-out tokens as val_loss. Billed as evaluation."""
+    from llmscale.position import MIN_CONTEXT, position_loss, write_position_loss
+
+    if run.val.numel() < MIN_CONTEXT + 1:
+        log.info("position loss skipped: %d held-out tokens, a window needs %d (raise "
+                 "eval.tokens)", run.val.numel(), MIN_CONTEXT + 1)
+        return
+    _sync(run.device)
+    t = time.perf_counter()
+    rows = position_loss(run.model, run.val, MIN_CONTEXT, batch_size=run.eval_bs,
+                         chunk=run.cfg.train.seq_len,
+                         autocast=autocast_for(run.precision, run.device))
+    write_position_loss(run.out, rows)
+    ls.times["eval"] += time.perf_counter() - t
 
 
 def _gather_carried(run: _Run, carried):

@@ -258,3 +258,25 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
     assert la == pytest.approx(lb, rel=1e-4)
     # only rank 0 wrote: one metrics row per log step, not two
     assert len(la) == len(lb)
+
+
+@pytest.mark.parametrize("kind", ["gru", "transformer"])
+def test_every_model_kind_trains_resumes_exactly_and_writes_its_position_loss(tmp_path, kind):
+    extra = ["model.kind=" + kind, "train.tokens=6000"]
+    if kind == "transformer":
+        extra += ["model.num_heads=2"]
+    cfg = tiny(*extra)
+    full = train_run(cfg, tmp_path / "full", "cpu", progress=False)
+    assert full.status == "completed", full.error
+    assert full.model_kind == kind
+    part = train_run(cfg, tmp_path / "part", "cpu", progress=False, stop_after_steps=20)
+    assert part.status == "preempted"
+    resumed = train_run(cfg, tmp_path / "part", "cpu", progress=False)
+    assert resumed.val_loss == full.val_loss and resumed.train_loss == full.train_loss
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from llmscale.position import read_position_loss
+
+    rows = read_position_loss(tmp_path / "full")
+    assert [p for p, _ in rows] == list(range(1, 513))
+    assert all(math.isfinite(v) for _, v in rows)
