@@ -57,6 +57,32 @@ def test_explicit_runs_override_the_grid():
     assert got == [(8, 0.01), (16, 0.01), (32, 0.02)]
 
 
+def test_each_planned_run_knows_its_sweep_point_and_flops_budget(tmp_path):
+    import json
+
+    from llmscale.sweep import plan_points, planned_run
+    from llmscale.sweep.state import table_record
+
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16]}, "budgets": [1e8, 3e8],
+                    "derived": {"model.embedding_dim": "model.hidden_dim"}})
+    points = plan_points(cfg)
+    assert sorted(p.flops_budget for p in points) == [1e8, 1e8, 3e8, 3e8]
+    for p in points:
+        swept = json.loads(p.sweep_point)
+        assert swept == {"model.hidden_dim": p.cfg.model.hidden_dim, "train.flops": p.flops_budget,
+                         "model.embedding_dim": p.cfg.model.hidden_dim}
+        # the achieved FLOPs round down to whole tokens: the budget column keeps the plan's
+        assert run_accounting(p.cfg).flops <= p.flops_budget
+    # the table's row: run_dir relative to the sweep directory, the plan's columns filled
+    rec = table_record(RunRecord(run_id=points[0].run_id, run_dir="/abs/elsewhere"),
+                       planned_run(tmp_path, points[0]), tmp_path)
+    assert rec.run_dir == f"runs/{run_dir_name(points[0].cfg)}"
+    assert rec.flops_budget == 1e8 and rec.sweep_point == points[0].sweep_point
+    # no budgets, no sweep section: no budget, and the base run has no sweep point
+    plain = plan_points(cfg_with({}))
+    assert [(p.flops_budget, p.sweep_point) for p in plain] == [(None, None)]
+
+
 def test_budgets_set_tokens_from_the_accounting():
     budgets = [1e9, 3e9]
     cfg = cfg_with({"budgets": budgets, "grid": {"model.hidden_dim": [8, 16, 32]},
@@ -141,10 +167,11 @@ def test_a_grown_sweep_is_accepted_and_a_changed_base_refused_unless_force(tmp_p
 def test_status_shows_runs_that_dropped_out_of_the_plan(tmp_path):
     a = cfg_with({"grid": {"model.hidden_dim": [8, 16]}})
     claim_sweep_dir(a, tmp_path, force=False)
-    for r in plan_sweep(a):
+    # an old results.csv row holds an absolute run_dir, a new one a relative one: both load
+    for r, where in zip(plan_sweep(a), [tmp_path / "runs", "runs"], strict=True):
         upsert_record(tmp_path / "results.csv", RunRecord(run_id=r.run_id, sweep="t",
                                                           status="completed",
-                                                          run_dir=f"runs/{run_dir_name(r)}"))
+                                                          run_dir=f"{where}/{run_dir_name(r)}"))
     shrunk = cfg_with({"grid": {"model.hidden_dim": [8]}})
     claim_sweep_dir(shrunk, tmp_path, force=False)
     text = format_status(tmp_path)

@@ -82,7 +82,11 @@ def test_sweep_with_analysis_then_rerun_is_a_fast_noop(tmp_path):
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     runs = plan_sweep(from_dict(yaml.safe_load(cfg_path.read_text())))
-    check_table(out, runs)
+    by_id = {r.run_id: r for r in check_table(out, runs)}
+    for r in runs:  # joinable columns: run_dir relative to the sweep dir, the swept values
+        assert by_id[r.run_id].run_dir == f"runs/{run_dir_name(r)}"
+        assert by_id[r.run_id].sweep_point == f'{{"model.hidden_dim": {r.model.hidden_dim}}}'
+        assert by_id[r.run_id].flops_budget is None
     # the analysis ran and succeeded: a report (two runs fit no law; the report says why)
     assert "warning: analysis" not in err, err
     assert (out / "report.md").is_file() and (out / "report.html").is_file()

@@ -94,7 +94,9 @@ def train_claimed(p: PlannedRun, out: Path, device: str,
             return done, "done"
         from llmscale.train import train_run
 
-        rec = table_record(train_run(p.cfg, p.run_dir, device=device, progress=progress), p, out)
+        rec = train_run(p.cfg, p.run_dir, device=device, progress=progress,
+                        sweep_point=p.point.point or None, flops_budget=p.point.flops_budget)
+        rec = table_record(rec, p, out)
         upsert_record(results, rec)
         return rec, "trained"
     finally:

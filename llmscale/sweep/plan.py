@@ -38,9 +38,10 @@ class SweepPoint:
         return self.cfg.run_id
 
     @property
-    def sweep_point(self) -> str:
-        """The results.csv column: swept keys and values as JSON, keys sorted."""
-        return json.dumps(self.point, sort_keys=True, default=str)
+    def sweep_point(self) -> str | None:
+        """The results.csv column: swept keys and values as JSON, keys sorted (None: the base
+        run of a config without a sweep section)."""
+        return json.dumps(self.point, sort_keys=True) if self.point else None
 
 
 def plan_points(cfg: RunConfig, *, log: Callable[[str], None] = say) -> list[SweepPoint]:

@@ -30,7 +30,7 @@ from llmscale.accounting import RunAccounting, run_accounting
 from llmscale.atomic import atomic_write_text
 from llmscale.config import RunConfig, from_dict, run_identity
 from llmscale.errors import UserError
-from llmscale.records import COLUMNS, RunRecord, read_record_json, read_results, upsert_record
+from llmscale.records import RunRecord, read_record_json, read_results, upsert_record
 from llmscale.sweep.plan import SweepPoint, plan_points, run_dir_name, say
 
 FAILED_STATUSES = ("failed", "diverged", "oom")
@@ -198,10 +198,8 @@ def planned_run(out_dir: Path, point: SweepPoint, state: str = "todo",
 def table_record(rec: RunRecord, p: PlannedRun, out_dir: Path) -> RunRecord:
     """The record as results.csv holds it: run_dir relative to the sweep directory (so the
     directory can be moved or shared), and the plan's sweep_point and flops_budget."""
-    extra = {"sweep_point": p.point.sweep_point, "flops_budget": p.point.flops_budget}
-    # TODO(SWEEP): drop the filter once RunRecord has both fields (RUN adds them).
-    extra = {k: v for k, v in extra.items() if k in COLUMNS}
-    return dataclasses.replace(rec, run_dir=os.path.relpath(p.run_dir, out_dir), **extra)
+    return dataclasses.replace(rec, run_dir=os.path.relpath(p.run_dir, out_dir),
+                               sweep_point=p.point.sweep_point, flops_budget=p.point.flops_budget)
 
 
 def _as_points(runs: Iterable[RunConfig | SweepPoint]) -> list[SweepPoint]:
