@@ -11,6 +11,7 @@ A sweep directory DIR:
     DIR/runs/<name>/                     one run directory per run (below)
     DIR/runs/<name>.claim                per-run lock file: held while some process trains the run
     DIR/slurm/                           submitit's logs and pickles (executor slurm)
+    DIR/slurm/jobs.json                  each run's SLURM array task ids and last seen states
 
 A run directory RUN:
 
@@ -39,6 +40,7 @@ PLOTS_MANIFEST = "plots.json"
 RUNS_DIR = "runs"
 CLAIM_SUFFIX = ".claim"
 SLURM_DIR = "slurm"
+SLURM_JOBS_FILE = "jobs.json"  # inside SLURM_DIR
 LOCK_SUFFIX = ".lock"
 
 # --- run directory ---------------------------------------------------------------------------
@@ -70,6 +72,10 @@ def run_dir(sweep_dir: str | Path, name: str) -> Path:
 
 def claim_path(sweep_dir: str | Path, name: str) -> Path:
     return Path(sweep_dir) / RUNS_DIR / f"{name}{CLAIM_SUFFIX}"
+
+
+def slurm_jobs_path(sweep_dir: str | Path) -> Path:
+    return Path(sweep_dir) / SLURM_DIR / SLURM_JOBS_FILE
 
 
 def lock_path(path: str | Path) -> Path:
