@@ -280,3 +280,25 @@ def test_every_model_kind_trains_resumes_exactly_and_writes_its_position_loss(tm
     rows = read_position_loss(tmp_path / "full")
     assert [p for p, _ in rows] == list(range(1, 513))
     assert all(math.isfinite(v) for _, v in rows)
+
+
+def test_two_runs_in_one_process_record_their_own_peak_memory(tmp_path):
+    # A run with ~80 MB of weights, gradients and AdamW state, then a tiny one, in this
+    # process: the tiny one's peak is its own, not the process's high-water mark.
+    big = train_run(tiny("model.embedding_dim=768", "model.hidden_dim=768", "train.tokens=256",
+                         "eval.tokens=200"), tmp_path / "big", "cpu", progress=False)
+    small = train_run(tiny("train.tokens=256", "eval.tokens=200"), tmp_path / "small", "cpu",
+                      progress=False)
+    assert big.status == small.status == "completed"
+    assert big.peak_memory_bytes - small.peak_memory_bytes > 40 * 2**20, (
+        big.peak_memory_bytes, small.peak_memory_bytes)
+
+
+def test_cpu_allocation_failure_is_recorded_as_oom(tmp_path):
+    # 4 x 200000 x 200064 LSTM weights = 640 GB: the CPU allocator refuses at model build.
+    rec = train_run(tiny("model.hidden_dim=200000", "train.tokens=256"), tmp_path, "cpu",
+                    progress=False)
+    assert rec.status == "oom", rec.error
+    assert rec.error.startswith("CPU out of memory on cpu building the model")
+    assert "hidden_dim 200000" in rec.error and "can't allocate memory" in rec.error
+    assert read_record_json(tmp_path / "record.json").status == "oom"
