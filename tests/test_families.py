@@ -1,0 +1,61 @@
+"""configs/families.yaml: three model kinds x five sizes on one corpus; and a reduced copy of it
+run end to end, so every kind's run records its kind, its accounting and its loss by position.
+
+(Exact resume for every kind is tested with the training loop, tests/test_train.py.)"""
+
+import math
+from pathlib import Path
+
+from llmscale.accounting import run_accounting
+from llmscale.cli import main
+from llmscale.config import load_config
+from llmscale.layout import CONFIG_FILE, POSITION_LOSS_FILE
+from llmscale.position import read_position_loss
+from llmscale.records import read_results
+from llmscale.sweep import plan_sweep
+
+FAMILIES = Path(__file__).resolve().parents[1] / "configs" / "families.yaml"
+
+
+def test_families_is_three_kinds_by_at_least_five_sizes_on_one_corpus():
+    runs = plan_sweep(load_config(FAMILIES))
+    kinds = {r.model.kind for r in runs}
+    assert kinds == {"lstm", "gru", "transformer"}
+    for kind in kinds:
+        mine = [r for r in runs if r.model.kind == kind]
+        sizes = sorted({run_accounting(r).params_nonembedding for r in mine})
+        assert len(sizes) >= 5, (kind, sizes)
+        assert sizes[-1] / sizes[0] >= 5, (kind, sizes)
+    assert len({r.run_id for r in runs}) == len(runs) == 15
+    # one corpus, one tokenizer, one token budget and window for every kind
+    assert len({(r.data, r.tokenizer, r.train.tokens, r.train.seq_len) for r in runs}) == 1
+    # the transformer's loss by position stays inside the context it is trained on
+    assert all(r.train.seq_len >= 512 for r in runs)
+
+
+def test_families_reduced_end_to_end(tmp_path, capsys):
+    """The families sweep shrunk by overrides (2 sizes, tiny budgets): every kind trains and
+    its record and position_loss.csv come out."""
+    out = tmp_path / "families"
+    rc = main(["sweep", str(FAMILIES), "--out", str(out), "--no-analysis",
+               "--set", "data.synthetic_tokens=60000", "--set", "data.synthetic_val_tokens=3000",
+               "--set", "tokenizer.vocab_size=300", "--set", "train.tokens=8192",
+               "--set", "train.batch_size=4", "--set", "eval.tokens=1100",
+               "--set", "eval.every_tokens=8192",
+               "--set", "sweep.grid={model.hidden_dim: [8, 16]}"])
+    assert rc == 0, capsys.readouterr().err
+    records, problems = read_results(out / "results.csv")
+    assert problems == [] and len(records) == 6
+    assert sorted(r.model_kind for r in records) == ["gru", "gru", "lstm", "lstm",
+                                                    "transformer", "transformer"]
+    for r in records:
+        assert r.status == "completed", r.error
+        assert r.run_dir
+        cfg = load_config(out / r.run_dir / CONFIG_FILE)
+        assert cfg.model.kind == r.model_kind and cfg.run_id == r.run_id
+        acc = run_accounting(cfg)
+        assert (r.params_nonembedding, r.flops_per_token) == (acc.params_nonembedding,
+                                                              acc.flops_per_token)
+        rows = read_position_loss(out / r.run_dir / POSITION_LOSS_FILE)
+        assert [p for p, _ in rows] == list(range(1, 513))
+        assert all(math.isfinite(v) for _, v in rows)
