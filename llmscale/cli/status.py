@@ -29,6 +29,9 @@ def format_status(sweep_dir: Path) -> str:
             lines.append(f"  {p.record.status}: {p.run_dir.name}: {reason}")
         elif p.state in ("running", "partial", "preempted"):
             lines.append(f"  {p.state}: {p.run_dir.name}")
+    from llmscale.sweep.executors import slurm_status_lines
+
+    lines += slurm_status_lines(sweep_dir, planned)
     dropped = dropped_records(sweep_dir, planned)
     if dropped:
         lines.append(f"{len(dropped)} run(s) no longer in the sweep's plan (kept in results.csv, "

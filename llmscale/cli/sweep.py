@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--time-min", type=int, default=None, help="SLURM time limit, minutes")
     p.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per run (DDP when > 1)")
     p.add_argument("--mem-gb", type=int, default=None, help="SLURM memory per task, GB")
+    p.add_argument("--no-wait", action="store_true",
+                   help="executor slurm: submit and return at once (exit 3 while tasks are "
+                        "queued); `llmscale status DIR` follows them")
     p.add_argument("--retry-failed", action="store_true",
                    help="run failed, diverged and oom runs again")
     p.add_argument("--force", action="store_true",
@@ -129,6 +132,14 @@ def run(args: argparse.Namespace) -> int:
         print(format_plan(planned, args.devices))
         return 0
     results_before = _mtime(layout.results_path(out))
+    if cfg.sweep.executor == "slurm":
+        code = _slurm(cfg, out, args)
+        if code != 0 or args.no_analysis:
+            return code
+        _analyse(out, changed=_mtime(layout.results_path(out)) != results_before)
+        return 0
+    if args.no_wait:
+        raise UserError("--no-wait: only with --executor slurm (a local sweep runs here)")
     records = run_sweep(cfg, out, devices=args.devices, runs_per_device=args.runs_per_device,
                         executor=cfg.sweep.executor, retry_failed=args.retry_failed,
                         force=args.force, progress=True)
@@ -140,6 +151,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_analysis:
         _analyse(out, changed=_mtime(layout.results_path(out)) != results_before)
     return 0
+
+
+def _slurm(cfg, out: Path, args: argparse.Namespace) -> int:
+    """The SLURM path: exit 0 when every run has ended, 3 while tasks are queued or running,
+    4 when runs stopped before finishing (README: exit codes)."""
+    from llmscale.sweep.executors import slurm_sweep
+
+    if args.devices is not None or args.runs_per_device != 1:
+        raise UserError("--devices and --runs-per-device are for --executor local; on SLURM "
+                        "use sweep.slurm.gpus_per_run and tasks_per_run")
+    return slurm_sweep(cfg, out, wait=not args.no_wait, retry_failed=args.retry_failed,
+                       force=args.force, progress=True)
 
 
 def _mtime(p: Path) -> int | None:
