@@ -33,7 +33,6 @@ import dataclasses
 import io
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -888,24 +887,3 @@ class _Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
-
-
-def train_cli(cfg: RunConfig, out: str | None, device: str) -> int:
-    """`llmscale train`: train, print a short summary; 0 if completed, 3 for a run problem."""
-    run_dir = Path(out or cfg.output.dir)
-    rec = train_run(cfg, run_dir, device, progress=True)
-    if int(os.environ.get("RANK", "0")) != 0:
-        return 0 if rec.status == "completed" else 3
-
-    def f(v, spec=".4f"):
-        return "n/a" if v is None else format(v, spec)
-
-    print(f"run {rec.run_id}: {rec.status}"
-          f"{'' if not rec.error else ' (' + rec.error + ')'}")
-    print(f"  train_loss {f(rec.train_loss)}  val_loss {f(rec.val_loss)}  "
-          f"val_bpb {f(rec.val_bpb)}  tokens {rec.tokens:,}")
-    print(f"  {f(rec.tokens_per_s, ',.0f')} tokens/s  wall {f(rec.wall_time_s, '.1f')} s "
-          f"(train {f(rec.train_time_s, '.1f')} s)  mfu {f(rec.mfu, '.3f')}  "
-          f"device {rec.device_name} x{rec.world_size}")
-    print(f"  record: {run_dir / layout.RECORD_FILE}")
-    return 0 if rec.status == "completed" else 3

@@ -23,7 +23,7 @@ from llmscale.errors import UserError
 
 # One module per command, in --help order. Each has add_parser(subparsers) and run(args).
 COMMANDS: list[str] = ["validate", "train", "sweep", "status", "fit", "predict", "plot",
-                       "report", "bench"]
+                       "report", "eval", "sample", "bench"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
