@@ -50,7 +50,7 @@ class FileScore:
 def load_run_model(run_dir: str | Path, device: str = "cpu") -> RunModel:
     """The trained model of `run_dir`, its config and tokenizer; UserError when any is missing
     or when they disagree (a tokenizer whose vocabulary is not the weights')."""
-    from llmscale.config import load_config
+    from llmscale.config import from_dict, read_yaml
     from llmscale.data import tokenizer as tk
     from llmscale.hardware import resolve_device
     from llmscale.model import build_model
@@ -60,7 +60,8 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> RunModel:
     if not d.is_dir() or not config.is_file():
         raise UserError(f"{str(d)!r} is not a run directory (no {layout.CONFIG_FILE}); give a "
                         f"directory written by `llmscale train`, or a sweep's runs/<name>")
-    cfg = load_config(config)
+    # the resolved config as train_run wrote it (every key, so no notes about unused ones)
+    cfg = from_dict(read_yaml(config))
     weights = ckpt.weights_path(d)
     if not weights.is_file():
         raise UserError(f"{str(d)!r} has no weights ({layout.CHECKPOINT_DIR}/"
