@@ -146,3 +146,106 @@ def test_out_of_memory_is_recognised_on_cpu_and_cuda():
     else:  # pragma: no cover - an exabyte allocated
         pytest.fail("allocating 2**60 bytes succeeded")
     assert not hw.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+# A stand-in for torch.cuda's *query* functions, installed at interpreter start (sitecustomize)
+# in the sweep process and in every pool worker it spawns. It logs each call with the
+# process's CUDA_VISIBLE_DEVICES. No CUDA kernel can run (this torch has no CUDA), so each run
+# ends `failed` at its first real CUDA operation; what the test checks is what happened
+# before: which GPU each worker was given and which device it asked for.
+STANDIN = '''
+import json, os
+import torch
+
+LOG = os.environ["LLMSCALE_CUDA_STANDIN_LOG"]
+
+
+def _visible():
+    return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def _log(fn, *args):
+    with open(LOG, "a") as fh:
+        fh.write(json.dumps({"pid": os.getpid(), "visible": _visible(), "fn": fn,
+                             "args": [str(a) for a in args]}) + "\\n")
+
+
+def _count():
+    v = _visible()
+    return 2 if v is None else len([x for x in v.split(",") if x])
+
+
+def _make(name, result):
+    def f(*args, **kwargs):
+        _log(name, *args, *kwargs.values())
+        return result() if callable(result) else result
+    return f
+
+
+c = torch.cuda
+c.is_available = _make("is_available", True)
+c.device_count = _make("device_count", _count)
+c.set_device = _make("set_device", None)
+c.current_device = _make("current_device", 0)
+c.get_device_name = _make("get_device_name", lambda: f"stand-in GPU {_visible()}")
+c.get_device_capability = _make("get_device_capability", (9, 0))
+c.is_bf16_supported = _make("is_bf16_supported", True)
+c.reset_peak_memory_stats = _make("reset_peak_memory_stats", None)
+c.max_memory_allocated = _make("max_memory_allocated", 0)
+c.max_memory_reserved = _make("max_memory_reserved", 0)
+c.synchronize = _make("synchronize", None)
+c.empty_cache = _make("empty_cache", None)
+c.get_rng_state = _make("get_rng_state", None)
+c.set_rng_state = _make("set_rng_state", None)
+c.get_rng_state_all = _make("get_rng_state_all", None)
+c.set_rng_state_all = _make("set_rng_state_all", None)
+'''
+
+
+def test_pool_workers_each_see_one_gpu_as_cuda0(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llmscale.records import read_results
+
+    standin = tmp_path / "standin"
+    standin.mkdir()
+    (standin / "sitecustomize.py").write_text(STANDIN)
+    log = tmp_path / "cuda_calls.jsonl"
+    env = dict(os.environ, PYTHONPATH=str(standin), LLMSCALE_CUDA_STANDIN_LOG=str(log),
+               OMP_NUM_THREADS="1")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    out = tmp_path / "sweep"
+    sets = ["name=pin", "tokenizer.kind=bytes", "data.synthetic_tokens=3000",
+            "data.synthetic_val_tokens=300", "model.embedding_dim=8", "train.batch_size=4",
+            "train.seq_len=8", "train.tokens=320", "eval.tokens=200",
+            "sweep.grid={model.hidden_dim: [8, 12, 16, 20]}"]
+    proc = subprocess.run([sys.executable, "-m", "llmscale", "sweep", *[a for s in sets for a in
+                                                                      ("--set", s)],
+                           "--out", str(out), "--devices", "cuda:0,cuda:1", "--no-analysis"],
+                          cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-2000:]
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    by_pid: dict[int, list[dict]] = {}
+    for c in calls:
+        by_pid.setdefault(c["pid"], []).append(c)
+    workers = {pid: cs for pid, cs in by_pid.items()
+               if any(c["fn"] == "set_device" for c in cs)}
+    # two workers, one per GPU, each seeing only its own
+    assert sorted(cs[0]["visible"] for cs in workers.values()) == ["0", "1"], workers.keys()
+    for cs in workers.values():
+        assert len({c["visible"] for c in cs}) == 1  # pinned before its first CUDA query
+        # every device a worker names is its cuda:0; nothing touches all GPUs
+        named = [a for c in cs for a in c["args"] if a.startswith("cuda")]
+        assert named and set(named) == {"cuda:0"}, named
+        assert not [c for c in cs if c["fn"].endswith("_all")]
+        fns = [c["fn"] for c in cs]
+        assert fns.index("set_device") < fns.index("reset_peak_memory_stats")
+    # every run was recorded, failing honestly at the first real CUDA operation, on its worker
+    records, problems = read_results(out / "results.csv")
+    assert not problems and len(records) == 4
+    assert {r.device_name for r in records} <= {"stand-in GPU 0", "stand-in GPU 1"}
+    assert all(r.status == "failed" and r.gpu_count == 1 for r in records), [
+        (r.status, r.error) for r in records]
