@@ -8,23 +8,31 @@ For each hidden_dim at a fixed vocab, batch and seq_len, in this process:
   no clipping, no logging), on an identically initialised model;
 - ratio = real / bare tokens/s (>= 1.0 means the harness costs nothing);
 - MFU = model FLOP/s (accounting's flops_per_token x tokens/s) over the matmul rate measured
-  here with the fastest kernel available (`llmscale.train.cpu_matmul_peak`, or the GPU table).
+  here with the fastest kernel available (`llmscale.hardware.cpu_peak`, or the GPU table).
 
 The two loops alternate in rounds and the best round of each counts, so a burst of load from
 another process on a shared machine does not decide the ratio.
+
+Then the record itself: a real `train_run` (data, logging, evaluation, checkpoints) at E = H =
+512, 2 layers, batch 32 x 128 on the bytes vocabulary, and right after it a bare AdamW loop
+over the same batches: `record/bare` = the record's `tokens_per_s` (tokens / train_time_s)
+over the bare loop's tokens/s. >= 1.0 means the record's throughput is the loop's own.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from llmscale.accounting import flops_per_token
 from llmscale.config import load_config
+from llmscale.hardware import cpu_peak, peak_flops
 from llmscale.model import build_model
-from llmscale.train import _StatefulForward, cpu_matmul_peak, make_optimizer, peak_flops, train_step
+from llmscale.train import _StatefulForward, make_optimizer, train_step
 
 
 def _batches(vocab: int, batch: int, seq_len: int, n: int, device) -> list[tuple]:
@@ -62,7 +70,7 @@ def _time_bare(cfg, batches, device) -> float:
         nonlocal state
         for x, y in bs:
             logits, state = model.forward_with_state(x, state)
-            state = (state[0].detach(), state[1].detach())
+            state = tuple(s.detach() for s in state)
             loss = crit(logits.view(-1, logits.shape[-1]), y.view(-1))
             opt.zero_grad()
             loss.backward()
@@ -89,7 +97,7 @@ def main(quick: bool = False) -> None:
     sizes = [128, 256] if quick else [128, 256, 512, 1024]
     rounds = 2 if quick else 3
     if device.type == "cpu":
-        peak, source = cpu_matmul_peak(refresh=True)  # measured now, the cache keeps the best
+        peak, source = cpu_peak(refresh=True)  # measured now; the cache keeps the best
     else:
         peak, source = peak_flops(device, "bf16")
     print(f"# llmscale bench train  device={device}  threads={torch.get_num_threads()}  "
@@ -101,7 +109,7 @@ def main(quick: bool = False) -> None:
         cfg = load_config(None, [f"tokenizer.vocab_size={vocab}", f"model.hidden_dim={h}",
                                  f"model.embedding_dim={h}", f"train.batch_size={batch}",
                                  f"train.seq_len={seq_len}"])
-        fpt = flops_per_token(vocab, cfg.model)
+        fpt = flops_per_token(vocab, cfg.model, cfg.train.seq_len)
         steps = (6 if h >= 1024 else 10 if h >= 512 else 20) // (2 if quick else 1)
         batches = _batches(vocab, batch, seq_len, steps + 2, device)
         real, bare = [], []
@@ -114,3 +122,56 @@ def main(quick: bool = False) -> None:
         print(f"{h:>6} {params:>10,} {real_tps:>11,.0f} {bare_tps:>11,.0f} "
               f"{real_tps / bare_tps:>6.3f} {fpt * real_tps / 1e9:>12.1f} "
               f"{fpt * real_tps / peak:>6.3f}", flush=True)
+    record_vs_bare(quick)
+
+
+def record_vs_bare(quick: bool) -> None:
+    """The record's tokens_per_s against a bare AdamW loop on the same shape, back to back."""
+    from llmscale.data import load_tokens
+    from llmscale.data.batches import TokenStream
+    from llmscale.train import train_run
+
+    tokens = 65_536 if quick else 163_840
+    sets = ["name=bench-record", "tokenizer.kind=bytes", "model.embedding_dim=512",
+            "model.hidden_dim=512", "model.num_layers=2", "train.batch_size=32",
+            "train.seq_len=128", f"train.tokens={tokens}", "eval.tokens=20000",
+            "data.synthetic_tokens=400000", "output.checkpoint_every_minutes=60"]
+    cfg = load_config(None, sets)
+    stream = TokenStream(load_tokens(cfg, progress=False).train, 32, 128, seed=cfg.train.seed)
+    steps = tokens // (32 * 128)
+    device = torch.device("cpu")
+    print()
+    print(f"# record vs bare: E=H=512, 2 layers, batch 32x128, bytes vocabulary, {steps} steps, "
+          f"threads={torch.get_num_threads()}; the record's tokens_per_s = tokens / train_time_s")
+    print(f"{'round':>5} {'record tok/s':>13} {'bare tok/s':>11} {'record/bare':>11} "
+          f"{'wall s':>7} {'setup s':>7} {'train s':>7} {'eval s':>7} {'ckpt s':>7} {'mfu':>6}")
+    for r in range(1 if quick else 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            rec = train_run(cfg, Path(tmp) / "run", "cpu", progress=False)
+        assert rec.status == "completed", rec.error
+        batches = [stream.batch(i)[:2] for i in range(steps)]
+        bare = steps * 32 * 128 / _time_bare_all(cfg, batches, device)
+        print(f"{r + 1:>5} {rec.tokens_per_s:>13,.0f} {bare:>11,.0f} "
+              f"{rec.tokens_per_s / bare:>11.3f} {rec.wall_time_s:>7.1f} {rec.setup_s:>7.1f} "
+              f"{rec.train_time_s:>7.1f} {rec.eval_time_s:>7.1f} {rec.checkpoint_time_s:>7.1f} "
+              f"{rec.mfu:>6.3f}", flush=True)
+
+
+def _time_bare_all(cfg, batches, device) -> float:
+    """Seconds for the bare loop over all `batches`, its first (warm-up) step included, as the
+    record's train_time_s includes the run's first steps."""
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    crit = nn.CrossEntropyLoss()
+    state = None
+    t0 = time.perf_counter()
+    for x, y in batches:
+        logits, state = model.forward_with_state(x, state)
+        state = tuple(s.detach() for s in state)
+        loss = crit(logits.view(-1, logits.shape[-1]), y.view(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    float(loss.detach())
+    return time.perf_counter() - t0
