@@ -38,6 +38,9 @@ class DataConfig:
     source: str = "synthetic"  # synthetic | files | hf
     # files: local text / jsonl / parquet files or globs, read through `datasets` builders.
     paths: tuple[str, ...] = ()
+    # files: the validation split's files or globs (same formats as paths); when set, no
+    # held-out fraction is cut from `paths` (val_fraction is unused).
+    validation_paths: tuple[str, ...] = ()
     # hf: `datasets.load_dataset(path, name)`, e.g. path=wikitext, name=wikitext-103-raw-v1.
     path: str | None = None
     name: str | None = None
@@ -61,7 +64,7 @@ class DataConfig:
 class TokenizerConfig:
     kind: str = "bpe"  # bpe (byte-level BPE trained on the training split) | bytes (256 + specials)
     # Tokens in the vocabulary, specials included; sets the model's vocab_size.
-    # For kind=bytes it must be left unset (it is 256 + specials = 257).
+    # The default 4096 is bpe's; kind=bytes leaves it unset (it is 256 + specials = 257).
     vocab_size: int | None = 4096
     min_frequency: int = 2  # BPE merges need a pair seen at least this often
 
@@ -169,12 +172,18 @@ class SweepConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 
+TRACKERS = ("tensorboard", "wandb")  # output.report_to values; llmscale.tracking
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = "runs/default"  # sweep directory (or run directory for `llmscale train`)
     log_every_steps: int = 10  # optimizer steps between metrics.csv rows
     checkpoint_every_minutes: float = 10.0  # wall-clock minutes between checkpoints
     checkpoint_every_tokens: int | None = None  # tokens between checkpoints (in addition)
+    # Run trackers (optional extras): tensorboard writes DIR/tb/, wandb logs a run (offline
+    # when there is no network). Rank 0 only; runs are grouped by the sweep's name.
+    report_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -217,6 +226,9 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
         d.pop(key, None)
     for section, key in _OUTPUT_ONLY_FIELDS:
         d[section].pop(key, None)
+    # data.validation_paths came after the first runs: unset, it stays out of the hash.
+    if not cfg.data.validation_paths:
+        d["data"].pop("validation_paths")
     # model.kind came after the first runs: the default lstm stays out of the hash so their
     # run_ids do not change; keys the kind does not read stay out too (they change nothing).
     if cfg.model.kind == "lstm":
@@ -333,6 +345,10 @@ def with_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:
+    tok = raw.get("tokenizer") if isinstance(raw, dict) else None
+    if isinstance(tok, dict) and tok.get("kind") == "bytes" and "vocab_size" not in tok:
+        # The default vocab_size (4096) is bpe's: kind bytes has no choice to make.
+        raw = {**raw, "tokenizer": {**tok, "vocab_size": None}}
     cfg = _build(RunConfig, raw, "")
     _check_ranges(cfg)
     return cfg
@@ -490,6 +506,9 @@ def _check_ranges(cfg: RunConfig) -> None:
     if d.source == "files" and not d.paths:
         raise UserError("data.paths: data.source is files but no paths are given; "
                         "set data.paths to files or globs (text, jsonl or parquet)")
+    if d.validation_paths and d.source != "files":
+        raise UserError(f"data.validation_paths: only for data.source files (this is "
+                        f"{d.source}); an hf dataset names its split in data.validation_split")
     if d.source == "hf" and not d.path:
         raise UserError("data.path: data.source is hf but no dataset name is given, "
                         "e.g. data.path=wikitext data.name=wikitext-103-raw-v1")
@@ -591,6 +610,10 @@ def _check_ranges(cfg: RunConfig) -> None:
         _fail("output.checkpoint_every_minutes", out.checkpoint_every_minutes, "> 0")
     if out.checkpoint_every_tokens is not None and out.checkpoint_every_tokens < 1:
         _fail("output.checkpoint_every_tokens", out.checkpoint_every_tokens, ">= 1, or null")
+    for i, tracker in enumerate(out.report_to):
+        if tracker not in TRACKERS:
+            raise UserError(f"output.report_to[{i}]: {tracker!r} is not a tracker; allowed: "
+                            + ", ".join(f"{t} (pip install 'llmscale[{t}]')" for t in TRACKERS))
 
 
 # sbatch options llmscale sets from its own keys (or needs as it sets them): `additional` may

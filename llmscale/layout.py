@@ -21,6 +21,8 @@ A run directory RUN:
     RUN/tokenizer.json                   the tokenizer (BPE), so the run can score and sample alone
     RUN/checkpoint/weights.safetensors   the model's tensors
     RUN/checkpoint/trainer_state.pt      optimizer, schedule, RNG, data position (weights_only)
+    RUN/tb/                              TensorBoard event files (output.report_to)
+    RUN/wandb/                           Weights & Biases' local run files (output.report_to)
 
 Pure names and path helpers: nothing here touches the disk.
 """
@@ -52,6 +54,8 @@ CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "trainer_state.pt"
 POSITION_LOSS_FILE = "position_loss.csv"
+TB_DIR = "tb"  # TensorBoard event files (output.report_to: [tensorboard])
+WANDB_DIR = "wandb"  # Weights & Biases' local files (output.report_to: [wandb])
 
 
 def results_path(sweep_dir: str | Path) -> Path:

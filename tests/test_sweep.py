@@ -48,6 +48,18 @@ def test_grid_zip_runs_seeds_derived_expand_as_a_product():
     assert {run_dir_name(r).rsplit("-", 1)[0] for r in runs} >= {"h8-l1", "h32-l2"}
 
 
+def test_budgets_across_model_kinds_and_their_run_dir_names():
+    cfg = cfg_with({"budgets": [1e9], "grid": {"model.kind": ["lstm", "gru", "transformer"]},
+                    "derived": {"model.embedding_dim": "model.hidden_dim"}})
+    runs = plan_sweep(cfg)
+    names = sorted(run_dir_name(r).rsplit("-", 1)[0] for r in runs)
+    assert names == ["gru-h8-l1", "h8-l1", "transformer-h8-l1"]
+    # the transformer's FLOPs per token include attention over train.seq_len
+    for r in runs:
+        acc = run_accounting(r)
+        assert acc.tokens == r.train.tokens and acc.flops <= 1e9 < acc.flops + acc.flops_per_token
+
+
 def test_explicit_runs_override_the_grid():
     cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16]},
                     "runs": [{"train.lr": 0.01}, {"train.lr": 0.02, "model.hidden_dim": 32}]})
@@ -91,7 +103,8 @@ def test_budgets_set_tokens_from_the_accounting():
     assert len(runs) == 6
     for r in runs:
         assert r.train.flops in budgets
-        assert r.train.tokens == tokens_for_flops(r.vocab_size, r.model, r.train.flops)
+        assert r.train.tokens == tokens_for_flops(r.vocab_size, r.model, r.train.flops,
+                                                  seq_len=r.train.seq_len)
         acc = run_accounting(r)
         assert acc.tokens == r.train.tokens and acc.flops <= r.train.flops
     # IsoFLOP: within a budget, bigger models get fewer tokens
@@ -227,8 +240,91 @@ def test_dry_run_table(tmp_path, capsys):
         acc = run_accounting(r)
         assert f"{acc.tokens:,}" in row and f"{acc.params_nonembedding:,}" in row
         assert row.split()[-1] == "todo"
-    assert "assumed achieved rate" in text
+    assert "an assumed cpu rate" in text and "one run at a time on the CPU" in text
+    assert "GPU-hours left: 0 (CPU)" in text and "checkpoints: about" in text
     assert not out.exists()  # a dry run writes nothing
     # a bad spec through the CLI: one line, exit 2
     assert main(["sweep", str(cfg_path), "--set", "sweep.grid={model.nope: [1]}", "--dry-run"]) == 2
     assert "unknown config key 'model.nope'" in capsys.readouterr().err
+
+
+def _dry_run(capsys, *argv: str) -> tuple[str, str]:
+    assert main(["sweep", *argv, "--dry-run"]) == 0
+    got = capsys.readouterr()
+    return got.out, got.err
+
+
+def _time_left(text: str) -> str:
+    return text.split("left; about ")[1].split(" left on")[0]
+
+
+def test_dry_run_estimates_gpus_slurm_and_parallel_slots(tmp_path, capsys):
+    import yaml
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({**BASE, "train": {**BASE["train"], "tokens": 2_000_000},
+                                        "sweep": {"grid": {"model.hidden_dim": [64, 128]},
+                                                  "seeds": [0, 1, 2, 3]}}))
+    out = str(tmp_path / "s")
+    # SLURM: a GPU rate (stated as an assumption), GPU-hours, every task at once unless capped
+    text, _ = _dry_run(capsys, str(cfg_path), "--out", out, "--executor", "slurm")
+    assert "an assumed cuda rate" in text and "8 array task(s) at once" in text
+    gpu_h = float(text.split("GPU-hours left: ")[1].split()[0])
+    assert gpu_h > 0
+    capped, _ = _dry_run(capsys, str(cfg_path), "--out", out, "--executor", "slurm",
+                         "--set", "sweep.slurm.max_parallel=1", "--set",
+                         "sweep.slurm.gpus_per_run=2")
+    assert "1 array task(s) at once" in capped
+    assert float(capped.split("GPU-hours left: ")[1].split()[0]) == pytest.approx(2 * gpu_h, rel=0.01)
+    # CPU partition: the CPU rate
+    cpu, _ = _dry_run(capsys, str(cfg_path), "--out", out, "--executor", "slurm",
+                      "--set", "sweep.slurm.gpus_per_run=0")
+    assert "an assumed cpu rate" in cpu and "GPU-hours left: 0 (CPU)" in cpu
+    # local CPU workers share the machine's cores: no faster than one at a time
+    one, _ = _dry_run(capsys, str(cfg_path), "--out", out, "--devices", "cpu")
+    two, _ = _dry_run(capsys, str(cfg_path), "--out", out, "--devices", "cpu,cpu")
+    assert "2 CPU worker(s) sharing" in two
+    assert "on 2 slot(s)" in two and "one run at a time on the CPU" in one
+
+
+def test_makespan_divides_by_slots_longest_first():
+    from llmscale.sweep.estimate import makespan
+
+    assert makespan([10, 10, 10, 10], 1) == 40
+    assert makespan([10, 10, 10, 10], 2) == 20
+    assert makespan([30, 10, 10, 10], 2) == 30
+    assert makespan([], 3) == 0
+
+
+def test_dry_run_uses_the_rates_measured_by_the_sweeps_own_runs(tmp_path, capsys):
+    import yaml
+
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16, 32]}})
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg.to_dict()))
+    claim_sweep_dir(cfg, tmp_path, force=False)
+    runs = plan_sweep(cfg)
+    rate, overhead = 1e9, 2e-3  # FLOP/s and seconds per step, chosen: the fit must find them
+    for r in runs[:2]:
+        acc = run_accounting(r)
+        steps = acc.tokens // (r.train.batch_size * r.train.seq_len)
+        train_s = steps * overhead + acc.flops / rate
+        upsert_record(tmp_path / "results.csv", RunRecord(
+            run_id=r.run_id, sweep="t", status="completed", tokens=acc.tokens, flops=acc.flops,
+            batch_size=r.train.batch_size, seq_len=r.train.seq_len, gpu_count=0,
+            train_time_s=train_s, wall_time_s=train_s + 1.5))
+    text, _ = _dry_run(capsys, str(cfg_path), "--out", str(tmp_path))
+    assert "measured on 2 completed cpu run(s) of this sweep: 1e+09 FLOP/s, 2 ms per step, " \
+           "1.5 s set-up per run" in text
+    assert "3 runs (2 done, 1 todo)" in text
+
+
+def test_validate_and_dry_run_warn_when_a_model_cannot_fit_in_memory(tmp_path, capsys):
+    assert main(["validate", "--set", "model.hidden_dim=100000"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 run(s) may not fit in memory" in err and "it would end as oom" in err
+    assert "this machine's memory" in err
+    _, err = _dry_run(capsys, "--set", "model.hidden_dim=100000", "--out", str(tmp_path / "s"))
+    assert "may not fit in memory" in err
+    assert main(["validate"]) == 0
+    assert "may not fit" not in capsys.readouterr().err

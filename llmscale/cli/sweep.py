@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 from llmscale import layout
 from llmscale.cli.analyse import analyse_sweep
 from llmscale.cli.common import add_config_args, load
+from llmscale.config import RunConfig
 from llmscale.errors import UserError
 from llmscale.sweep import PlannedRun, count_states, say, shape
 
@@ -20,13 +19,7 @@ def add_parser(sub) -> None:
     add_config_args(p)
     p.add_argument("--out", default=None, help="sweep directory (default: output.dir)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    p.add_argument("--devices", default=None,
-                   help="cpu, auto (one worker per GPU) or cuda:0,cuda:1,... (default: cpu, or "
-                        "cuda:0 when CUDA is available)")
-    p.add_argument("--runs-per-device", type=int, default=1,
-                   help="runs that share one device at a time (default 1)")
-    p.add_argument("--executor", choices=["local", "slurm"], default=None,
-                   help="where runs execute (default: sweep.executor)")
+    add_where_args(p)
     p.add_argument("--partition", default=None, help="SLURM partition (sweep.slurm.partition)")
     p.add_argument("--time-min", type=int, default=None, help="SLURM time limit, minutes")
     p.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per run (DDP when > 1)")
@@ -42,33 +35,55 @@ def add_parser(sub) -> None:
                    help="skip the fit, plots and report after the sweep")
 
 
-# Used by --dry-run to estimate time when no run of this sweep has completed yet. Deliberately
-# round numbers for what a small LSTM *achieves* (well below peak): the estimate says so.
-ASSUMED_FLOPS_PER_S = {"cpu": 2.0e10, "cuda": 1.0e13}
+def add_where_args(p: argparse.ArgumentParser) -> None:
+    """Where the runs execute: shared by `sweep` and `validate` (whose estimate depends on it)."""
+    p.add_argument("--devices", default=None,
+                   help="cpu, auto (one worker per GPU) or cuda:0,cuda:1,... (default: one run "
+                        "at a time on cuda:0 when CUDA is available, else on the CPU)")
+    p.add_argument("--runs-per-device", type=int, default=1,
+                   help="runs that share one device at a time (default 1)")
+    p.add_argument("--executor", choices=["local", "slurm"], default=None,
+                   help="where runs execute (default: sweep.executor)")
 
 
-def _assumed_device(devices: str | None) -> str:
-    if devices and "cuda" in devices:
-        return "cuda"
-    if devices is None or devices == "auto":
-        return "cuda" if shutil.which("nvidia-smi") else "cpu"
-    return "cpu"
+def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None = None,
+                  runs_per_device: int = 1, table: bool = True) -> tuple[str, list[str]]:
+    """The plan table (when `table`) and its summary: runs, FLOPs, time on the chosen slots,
+    GPU-hours, checkpoint disk, with footnotes saying how the time is estimated. Also the
+    memory warnings, one line each."""
+    from llmscale.sweep import estimate as est
 
-
-def format_plan(planned: list[PlannedRun], devices: str | None = None) -> str:
-    """The --dry-run table, with a footnote saying how the time is estimated."""
-    measured = [r.record.tokens_per_s * r.record.flops_per_token for r in planned
-                if r.record is not None and r.record.status == "completed"
-                and r.record.tokens_per_s and r.record.flops_per_token]
-    if measured:
-        rate = sorted(measured)[len(measured) // 2]
-        how = (f"estimated time = FLOPs / {rate:.3g} FLOP/s, the median achieved by "
-               f"{len(measured)} completed run(s) of this sweep")
+    todo = [p for p in planned if p.state != "done"]
+    if cfg.sweep.executor == "slurm":
+        slots = est.slurm_slots(cfg, len(todo))
     else:
-        dev = _assumed_device(devices)
-        rate = ASSUMED_FLOPS_PER_S[dev]
-        how = (f"estimated time = FLOPs / {rate:.3g} FLOP/s, an assumed achieved rate on "
-               f"{dev} (no completed runs to measure from yet)")
+        slots = est.local_slots(devices, runs_per_device)
+    records = [p.record for p in planned if p.record is not None]
+    rate = est.rate_for(records, slots.device)
+    secs = {p.run_id: rate.run_seconds(p.cfg, p.accounting, slots.slowdown) for p in planned}
+    lines = []
+    if table:
+        lines += _table(planned, secs)
+    counts = count_states(planned)
+    total_flops = sum(p.accounting.flops for p in planned)
+    todo_flops = sum(p.accounting.flops for p in todo)
+    left = est.makespan([secs[p.run_id] for p in todo], slots.n)
+    disk = sum(p.accounting.params_total for p in planned) * est.BYTES_PER_PARAM_CHECKPOINT
+    lines.append(f"{len(planned)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
+                 f"{total_flops:.3g} FLOPs in all, {todo_flops:.3g} left; about "
+                 f"{est.fmt_time(left)} left on {slots.n} slot(s)")
+    gpu_h = sum(secs[p.run_id] for p in todo) * slots.gpus_per_run / 3600
+    lines.append(f"GPU-hours left: {gpu_h:.3g}" if slots.device == "cuda" else
+                 "GPU-hours left: 0 (CPU)")
+    lines.append(f"checkpoints: about {est.fmt_bytes(disk)} on disk "
+                 f"({est.BYTES_PER_PARAM_CHECKPOINT} B/param: fp32 weights + AdamW state)")
+    lines.append(f"(time: {rate.how}; {slots.how})")
+    return "\n".join(lines), _memory_warnings(planned, cfg, slots.device)
+
+
+def _table(planned: list[PlannedRun], secs: dict[str, float]) -> list[str]:
+    from llmscale.sweep.estimate import fmt_time
+
     header = ("run_dir", "shape", "lr", "seed", "params_nonemb", "tokens", "FLOPs", "est_time",
               "status")
     rows = []
@@ -76,29 +91,31 @@ def format_plan(planned: list[PlannedRun], devices: str | None = None) -> str:
         a = p.accounting
         rows.append((p.run_dir.name, shape(p.cfg), f"{p.cfg.train.lr:g}", str(p.cfg.train.seed),
                      f"{a.params_nonembedding:,}", f"{a.tokens:,}", f"{a.flops:.3g}",
-                     fmt_time(a.flops / rate), p.state))
+                     fmt_time(secs[p.run_id]), p.state))
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    total_flops = sum(p.accounting.flops for p in planned)
-    todo_flops = sum(p.accounting.flops for p in planned if p.state != "done")
-    counts = count_states(planned)
-    lines.append(f"{len(planned)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
-                 f"{total_flops:.3g} FLOPs in all, {todo_flops:.3g} left, about "
-                 f"{fmt_time(todo_flops / rate)} left")
-    lines.append(f"({how})")
-    return "\n".join(lines)
+    return lines
 
 
-def fmt_time(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
+def _memory_warnings(planned: list[PlannedRun], cfg: RunConfig, device: str) -> list[str]:
+    """One warning naming the largest run that will not fit, and how many do not."""
+    from llmscale.sweep import estimate as est
+
+    avail, where = est.available_memory(device, cfg, slurm=cfg.sweep.executor == "slurm")
+    if avail is None:
+        return []
+    need = {p.run_id: est.memory_estimate(p.cfg, p.accounting) for p in planned}
+    over = [p for p in planned if need[p.run_id].total > avail]
+    if not over:
+        return []
+    big = max(over, key=lambda p: need[p.run_id].total)
+    m = need[big.run_id]
+    return [f"warning: {len(over)} run(s) may not fit in memory; the largest, {big.run_dir.name}, "
+            f"needs about {est.fmt_bytes(m.total)} (weights, gradients and AdamW state "
+            f"{est.fmt_bytes(m.state_bytes)}, activations {est.fmt_bytes(m.activation_bytes)}) "
+            f"> {est.fmt_bytes(avail)} ({where}); it would end as oom"]
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,7 +146,10 @@ def run(args: argparse.Namespace) -> int:
         points = plan_points(cfg)
         planned = (sweep_state(cfg, out, points, reconcile=False) if out.is_dir()
                    else [planned_run(out, p) for p in points])
-        print(format_plan(planned, args.devices))
+        text, warnings = plan_estimate(planned, cfg, args.devices, args.runs_per_device)
+        print(text)
+        for w in warnings:
+            say(w)
         return 0
     results_before = _mtime(layout.results_path(out))
     if cfg.sweep.executor == "slurm":

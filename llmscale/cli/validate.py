@@ -1,23 +1,53 @@
-"""`llmscale validate CONFIG`: print the resolved config, or what is wrong with it."""
+"""`llmscale validate CONFIG`: check the whole config and print what it would run.
+
+Every point of the sweep is expanded and validated, files and globs must exist, trackers must
+be installed; then the resolved base config, its counts, and the plan's summary (runs, FLOPs,
+estimated time on the chosen devices, GPU-hours, disk) are printed, with a warning for runs
+that would not fit in memory. Nothing is trained or written.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from llmscale.cli.common import add_config_args, load
+from llmscale.cli.sweep import add_where_args, plan_estimate
+from llmscale.config import RunConfig
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("validate", help="print the resolved config, or what is wrong with it")
+    p = sub.add_parser("validate", help="check a config and its whole sweep; print the plan")
     add_config_args(p)
+    add_where_args(p)
+
+
+def check_inputs(cfg: RunConfig, configs: list[RunConfig]) -> None:
+    """What a run would find missing only once it starts: data files, tracker packages."""
+    from llmscale.data.sources import resolve_paths
+    from llmscale.tracking import check_trackers
+
+    seen = set()
+    for c in configs:
+        d = c.data
+        if d.source == "files" and (d.paths, d.validation_paths) not in seen:
+            seen.add((d.paths, d.validation_paths))
+            resolve_paths(d.paths)
+            resolve_paths(d.validation_paths, "data.validation_paths")
+    check_trackers(cfg.output.report_to)
 
 
 def run(args: argparse.Namespace) -> int:
     from llmscale.accounting import run_accounting
-    from llmscale.config import dump_yaml
+    from llmscale.config import dump_yaml, with_overrides
+    from llmscale.sweep import plan_points, planned_run, say
 
     cfg = load(args)
+    if args.executor:
+        cfg = with_overrides(cfg, {"sweep.executor": args.executor})
+    points = plan_points(cfg)  # validates every expanded point
+    check_inputs(cfg, [p.cfg for p in points])
     acc = run_accounting(cfg)
     sys.stdout.write(dump_yaml(cfg))
     print(f"# run_id: {cfg.run_id}")
@@ -25,4 +55,9 @@ def run(args: argparse.Namespace) -> int:
           f"params_nonembedding: {acc.params_nonembedding:,}")
     print(f"# flops_per_token: {acc.flops_per_token:,}  tokens: {acc.tokens:,}  "
           f"flops: {acc.flops:.3e}")
+    planned = [planned_run(Path(cfg.output.dir), p) for p in points]
+    text, warnings = plan_estimate(planned, cfg, args.devices, args.runs_per_device, table=False)
+    print("# sweep: " + "\n# ".join(text.splitlines()))
+    for w in warnings:
+        say(w)
     return 0

@@ -54,6 +54,9 @@ def fingerprint_source(d: DataConfig) -> str:
                      seed=d.seed)
         if d.source == "files":
             parts["files"] = [_file_stat(p) for p in resolve_paths(d.paths)]
+            if d.validation_paths:  # absent when unset, so older cache keys stay the same
+                parts["validation_files"] = [
+                    _file_stat(p) for p in resolve_paths(d.validation_paths, "data.validation_paths")]
         else:
             parts.update(path=d.path, name=d.name, revision=d.revision,
                          train_split=d.train_split, validation_split=d.validation_split)
@@ -100,18 +103,18 @@ def _synthetic(d: DataConfig, fp: str) -> Corpus:
 # ---------------------------------------------------------------------------- files
 
 
-def resolve_paths(patterns: tuple[str, ...]) -> list[str]:
+def resolve_paths(patterns: tuple[str, ...], key: str = "data.paths") -> list[str]:
     """Expand globs; every pattern must match at least one file of a known type."""
     out: list[str] = []
     for pat in patterns:
         hits = sorted(glob.glob(os.path.expanduser(pat), recursive=True))
         hits = [h for h in hits if os.path.isfile(h)]
         if not hits:
-            raise UserError(f"data.paths: {pat!r} matches no file; give existing text (.txt), "
+            raise UserError(f"{key}: {pat!r} matches no file; give existing text (.txt), "
                             f"jsonl (.json, .jsonl) or parquet files or globs")
         for h in hits:
             if _builder_for(h) is None:
-                raise UserError(f"data.paths: {h!r} has an unknown extension; allowed: "
+                raise UserError(f"{key}: {h!r} has an unknown extension; allowed: "
                                 f"{', '.join(sorted(_BUILDERS))}")
         out.extend(hits)
     return sorted(set(out))
@@ -122,10 +125,33 @@ def _builder_for(path: str) -> str | None:
     return _BUILDERS.get(Path(name).suffix.lower())
 
 
+def hf_cache_dir(d: DataConfig, cache_dir: Path) -> str | None:
+    """`datasets`' cache: under data.cache_dir when it is set; else datasets' own choice when
+    the user set HF_DATASETS_CACHE or HF_HOME (cluster home quotas are small); else under
+    llmscale's cache root."""
+    if d.cache_dir is None and (os.environ.get("HF_DATASETS_CACHE") or os.environ.get("HF_HOME")):
+        return None
+    return str(cache_dir / "hf")
+
+
 def _files(d: DataConfig, fp: str, cache_dir: Path) -> Corpus:
+    paths = resolve_paths(d.paths)
+    docs, contiguous = _read_files(paths, d, cache_dir, "data.paths")
+    if d.validation_paths:
+        val_paths = resolve_paths(d.validation_paths, "data.validation_paths")
+        val, val_contiguous = _read_files(val_paths, d, cache_dir, "data.validation_paths")
+        train, contiguous = docs, contiguous and val_contiguous
+    else:
+        train, val = _split_held_out(docs, d, contiguous)
+    return Corpus(train, val, separate=not contiguous, fingerprint=fp, entropy_bpb=None,
+                  description=f"files({len(paths)})")
+
+
+def _read_files(paths: list[str], d: DataConfig, cache_dir: Path,
+                key: str) -> tuple[list[str], bool]:
+    """The texts of `paths`, and whether they are one contiguous stream (all plain text)."""
     import datasets
 
-    paths = resolve_paths(d.paths)
     by_builder: dict[str, list[str]] = {}
     for p in paths:
         by_builder.setdefault(_builder_for(p) or "", []).append(p)
@@ -139,15 +165,13 @@ def _files(d: DataConfig, fp: str, cache_dir: Path) -> Corpus:
             kwargs = {"keep_linebreaks": True, "encoding_errors": "replace"}
         try:
             ds = datasets.load_dataset(builder, data_files=files, split="train",
-                                       cache_dir=str(cache_dir / "hf"), **kwargs)
+                                       cache_dir=hf_cache_dir(d, cache_dir), **kwargs)
         except Exception as e:  # a malformed json/parquet file: name it
-            raise UserError(f"data.paths: cannot read {', '.join(files)} as {builder}: "
+            raise UserError(f"{key}: cannot read {', '.join(files)} as {builder}: "
                             f"{_first_line(e)}") from None
         field = "text" if builder == "text" else d.text_field
         docs.extend(_column(ds, field, f"files {', '.join(files)}"))
-    train, val = _split_held_out(docs, d, contiguous)
-    return Corpus(train, val, separate=not contiguous, fingerprint=fp, entropy_bpb=None,
-                  description=f"files({len(paths)})")
+    return docs, contiguous
 
 
 def _warn_invalid_utf8(files: list[str]) -> None:
@@ -225,7 +249,8 @@ def _hf(d: DataConfig, fp: str, cache_dir: Path) -> Corpus:
             ds = datasets.load_from_disk(d.path)
         else:
             ds = datasets.load_dataset(d.path, d.name, revision=d.revision,
-                                       streaming=d.streaming, cache_dir=str(cache_dir / "hf"))
+                                       streaming=d.streaming,
+                                       cache_dir=hf_cache_dir(d, cache_dir))
     except UserError:
         raise
     except Exception as e:

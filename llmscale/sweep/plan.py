@@ -176,7 +176,7 @@ def _apply(base: RunConfig, point: dict[str, Any], derived: list[tuple[str, str]
 def _with_budget(run: RunConfig, point: dict[str, Any], budgets: list[float]) -> RunConfig:
     """A FLOP budget buys this shape tokens_for_flops tokens; at least one batch is required."""
     flops = point["train.flops"]
-    tokens = tokens_for_flops(run.vocab_size, run.model, flops)
+    tokens = tokens_for_flops(run.vocab_size, run.model, flops, seq_len=run.train.seq_len)
     batch_tokens = run.train.batch_size * run.train.seq_len
     if tokens < batch_tokens:
         i = budgets.index(flops)
@@ -195,12 +195,15 @@ def show(point: dict[str, Any]) -> str:
 
 def shape(run: RunConfig) -> str:
     m = run.model
+    kind = "" if m.kind == "lstm" else f"{m.kind} "
     emb = "" if m.embedding_dim == m.hidden_dim else f" e{m.embedding_dim}"
-    return f"h{m.hidden_dim} l{m.num_layers}{emb}"
+    return f"{kind}h{m.hidden_dim} l{m.num_layers}{emb}"
 
 
 def run_dir_name(run: RunConfig) -> str:
-    """`h128-l2-3f9a0c1e2b4d`: readable shape first, the run_id makes it unique."""
+    """`h128-l2-3f9a0c1e2b4d`: readable shape first, the run_id makes it unique. Kinds other
+    than the founding LSTM lead the name (`transformer-h128-l2-...`)."""
     m = run.model
+    kind = "" if m.kind == "lstm" else f"{m.kind}-"
     emb = "" if m.embedding_dim == m.hidden_dim else f"-e{m.embedding_dim}"
-    return f"h{m.hidden_dim}-l{m.num_layers}{emb}-{run.run_id}"
+    return f"{kind}h{m.hidden_dim}-l{m.num_layers}{emb}-{run.run_id}"
