@@ -15,3 +15,13 @@ def _shared_cache(tmp_path_factory):
         os.environ.pop("LLMSCALE_CACHE", None)
     else:
         os.environ["LLMSCALE_CACHE"] = old
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Never skip the SLURM tests silently: say how many were skipped and why (the README's
+    `pytest -q` prints no skip reasons by itself)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "slurm" in r.keywords]
+    if skipped:
+        reasons = sorted({str(r.longrepr[2]) if isinstance(r.longrepr, tuple) else str(r.longrepr)
+                          for r in skipped})
+        terminalreporter.write_line(f"SLURM tests: {len(skipped)} skipped: {'; '.join(reasons)}")

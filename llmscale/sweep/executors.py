@@ -371,9 +371,13 @@ class SweepTask:
                     from llmscale.train import train_run
 
                     return train_run(p.cfg, p.run_dir, device=device, progress=False).to_dict()
-            rec, _ = train_claimed(p, Path(out), device, progress=False)
+            if (p.run_dir / layout.CHECKPOINT_DIR).is_dir():
+                log.info("%s: resuming from its checkpoint", p.run_dir.name)
+            rec, how = train_claimed(p, Path(out), device, progress=False)
         finally:
             warning.finished = True
+        log.info("%s: %s%s", p.run_dir.name, rec.status if rec is not None else how,
+                 f" ({rec.error})" if rec is not None and rec.error else "")
         if on_slurm and warning.warned and rec is not None and rec.status == "preempted":
             log.info("requeueing task %s to resume %s", env.job_id, p.run_dir.name)
             subprocess.run(["scontrol", "requeue", env.job_id], check=True, timeout=60)
@@ -722,6 +726,8 @@ def slurm_sweep(cfg: RunConfig, out: Path, *, wait: bool = True, retry_failed: b
     live = live_tasks(out, {p.run_id for p in planned})
     todo = [p for p in planned if (p.state in unfinished and p.state != "running")
             or (retry_failed and p.state == "failed") or p.run_id in live]
+    if len(todo) > len(live):
+        check_partition(cfg.sweep.slurm)  # before anything is said or written
     counts = count_states(planned)
     say(f"sweep {cfg.name!r}: {len(planned)} runs: {counts['done']} done, "
         f"{len(todo) - len(live)} to submit, {len(live)} queued or running on SLURM"
