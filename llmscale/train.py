@@ -55,6 +55,7 @@ from llmscale.config import RunConfig, config_hash, dump_yaml
 from llmscale.errors import UserError
 from llmscale.model import build_model
 from llmscale.records import RunRecord, read_record_json, write_json
+from llmscale.tracking import open_tracker
 
 log = logging.getLogger("llmscale.train")
 
@@ -376,6 +377,7 @@ class _Run:
     val: torch.Tensor | None = None
     eval_bs: int = 0
     data: Any = None  # llmscale.data.TokenData
+    tracker: Any = None  # llmscale.tracking: output.report_to's trackers (rank 0; else no-op)
 
     @property
     def is_main(self) -> bool:
@@ -453,11 +455,13 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
 
     # -- set up, then train; a run that fails is recorded, not raised (user mistakes aside)
     status, error = "failed", None
+    run.tracker = open_tracker(cfg, out, run.run_id, rank=run.rank, start_step=ls.step)
     try:
         _setup(run, ls, resume, progress=progress)
         ls.times["setup"] += time.perf_counter() - t0
         status, error = _loop(run, ls, progress=progress, stop_after_steps=stop_after_steps)
     except UserError:
+        run.tracker.close()
         raise
     except Exception as e:  # noqa: BLE001 - a crashed run is recorded, not a crashed sweep
         if hw.is_out_of_memory(e):
@@ -482,6 +486,7 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
         checkpoint_bytes = ckpt.weights_path(out).stat().st_size
     ls.times["wall"] = run.wall()
 
+    run.tracker.close()
     record = build_record(run, ls, status, error, checkpoint_bytes, memory.stop(),
                           sweep_point=sweep_point, flops_budget=flops_budget)
     if run.is_main:
@@ -749,6 +754,7 @@ def _append_metrics(run: _Run, ls: LoopState, row: dict[str, Any]) -> None:
     if run.is_main:
         with open(run.out / layout.METRICS_FILE, "a", encoding="utf-8") as fh:
             fh.write(_fmt_row(row))  # one short append; rewritten whole at checkpoints
+        run.tracker.log(row["step"], row)
 
 
 # ------------------------------------------------------------------------------------------
