@@ -1,23 +1,33 @@
 #!/usr/bin/env python
-"""Check llmscale's CUDA paths on this machine and measure throughput, in under 5 minutes.
+"""Check llmscale's CUDA paths on this machine and measure them, in one go (~8 minutes on GPU).
 
     python scripts/gpu_check.py [--out DIR] [--quick]
     python scripts/gpu_check.py --allow-cpu --quick     # the same checks on CPU (gloo, fp32)
 
-Checks, each PASS / FAIL / SKIP with its figures:
-  1. cudnn_lstm   the LSTM forward runs cuDNN kernels under bf16 autocast and matches fp32 on CPU
-  2. bf16_train   a real `train_run` with bf16 autocast completes and learns
-  3. throughput   tokens/s, achieved TFLOP/s and MFU of the real training path per hidden size
-  4. ddp          `llmscale train` under torchrun over every GPU (NCCL) against one GPU with the
+Checks, each PASS / FAIL / SKIP with its figures (docs/gpu.md says what each one covers):
+  1. precision    `train.precision: auto` resolves from the GPU's capability (bf16 where the GPU
+                  has bf16 tensor cores, else fp16 + GradScaler); the peak table knows the GPU
+  2. cudnn_lstm   the LSTM forward runs cuDNN kernels under bf16 autocast and matches fp32 on CPU
+  3. bf16_train   a real `llmscale train` with the resolved precision completes and learns
+  4. throughput   issue 16's table: hidden 512/1024/2048/4096, 2 layers, batch 64 x 128, vocab
+                  16k: tok/s, TFLOP/s, MFU against the peak table and against a bf16 matmul
+                  measured here; then the record's tokens_per_s against a bare loop
+  5. packing      k = 1, 2, 4, 8 runs of hidden 256 sharing one GPU (`--runs-per-device k`):
+                  aggregate tok/s, and each run's loss against the same run alone
+  6. oom          a forced out-of-memory run records `oom` with a clear message; the next run in
+                  the same process completes and its peak memory is its own
+  7. pinning      a pool sweep over every GPU: each worker sees one GPU (CUDA_VISIBLE_DEVICES)
+                  and records its own device name
+  8. ddp          `llmscale train` under torchrun over every GPU (NCCL) against one GPU with the
                   same global batch: equal loss within bf16 tolerance; the speed-up
-  5. packing      a sweep of small runs with several runs per GPU: all complete; the speed-up
-                  over one run at a time
-Exit code 0 when nothing failed.
+Everything printed is also written to DIR/gpu_check.json and DIR/gpu_check.md (tables ready for
+docs/gpu.md). Exit code 0 when nothing failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import subprocess
@@ -31,22 +41,45 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from llmscale import hardware as hw  # noqa: E402
 from llmscale.config import load_config  # noqa: E402
 from llmscale.records import read_record_json  # noqa: E402
 
 RESULTS: list[tuple[str, str, str]] = []
+TABLES: dict[str, list[dict]] = {}
+LINES: list[str] = []
+
+
+def say(line: str = "") -> None:
+    LINES.append(line)
+    print(line, flush=True)
 
 
 def report(name: str, status: str, detail: str) -> None:
     RESULTS.append((name, status, detail))
-    print(f"[{status:4s}] {name}: {detail}", flush=True)
+    say(f"[{status:4s}] {name}: {detail}")
 
 
-def base_overrides(device_kind: str) -> list[str]:
+def base_overrides(kind: str) -> list[str]:
     # The synthetic language with a 4k BPE: no download, and the data is ready in seconds.
     return ["data.source=synthetic", "tokenizer.kind=bpe", "tokenizer.vocab_size=4096",
             "train.batch_size=64", "train.seq_len=128", "eval.tokens=65536",
-            f"train.precision={'auto' if device_kind == 'cuda' else 'fp32'}"]
+            f"train.precision={'auto' if kind == 'cuda' else 'fp32'}"]
+
+
+def check_precision(device: str) -> None:
+    if not device.startswith("cuda"):
+        report("precision", "SKIP", "no CUDA device")
+        return
+    dev = torch.device(device)
+    name, cap = torch.cuda.get_device_name(dev), torch.cuda.get_device_capability(dev)
+    resolved = hw.resolve_precision("auto", dev)
+    expected = "bf16" if cap >= (8, 0) else "fp16"
+    peak, source = hw.peak_flops(dev, resolved)
+    ok = resolved == expected and peak is not None
+    report("precision", "PASS" if ok else "FAIL",
+           f"{name} sm_{cap[0]}{cap[1]}: auto -> {resolved} (expected {expected}); peak "
+           f"{(peak or 0) / 1e12:.1f} TFLOP/s ({source})")
 
 
 def check_cudnn_lstm(device: str) -> None:
@@ -58,11 +91,13 @@ def check_cudnn_lstm(device: str) -> None:
     torch.manual_seed(0)
     model = LargeLanguageModel(4096, 512, 512, 2)
     x = torch.randint(0, 4096, (16, 64))
+    precision = hw.resolve_precision("auto", torch.device(device))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     with torch.no_grad():
         ref = model(x)
         model = model.to(device)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast("cuda", dtype=dtype):
                 out = model(x.to(device))
             torch.cuda.synchronize()
     names = {e.name for e in prof.key_averages()}
@@ -70,8 +105,8 @@ def check_cudnn_lstm(device: str) -> None:
     err = ((out.float().cpu() - ref).abs().max() / ref.abs().max()).item()
     ok = torch.backends.cudnn.enabled and bool(rnn) and err < 5e-2
     report("cudnn_lstm", "PASS" if ok else "FAIL",
-           f"cudnn {torch.backends.cudnn.version()}, kernels {rnn[:3]}, bf16 vs fp32 max rel "
-           f"diff {err:.2e}, output dtype {out.dtype}")
+           f"cudnn {torch.backends.cudnn.version()}, kernels {rnn[:3]}, {precision} vs fp32 max "
+           f"rel diff {err:.2e}, output dtype {out.dtype}")
 
 
 def train(overrides: list[str], out: Path, device: str, extra_env=None, nproc: int = 1):
@@ -97,25 +132,147 @@ def check_bf16_train(device: str, kind: str, work: Path, tokens: int) -> None:
     learned = rec.val_loss is not None and rec.val_loss < math.log(4096) - 1.0
     ok = rec.status == "completed" and learned
     report("bf16_train", "PASS" if ok else "FAIL",
-           f"status {rec.status}, precision {load_config(None, sets).train.precision}, val_loss "
-           f"{rec.val_loss:.3f} (uniform {math.log(4096):.2f}), {rec.tokens_per_s:,.0f} tok/s, "
-           f"mfu {rec.mfu:.3f} of {rec.peak_flops:.3g} FLOP/s ({rec.peak_flops_source})")
+           f"status {rec.status} {rec.error or ''}, val_loss {rec.val_loss} (uniform "
+           f"{math.log(4096):.2f}), {rec.tokens_per_s or 0:,.0f} tok/s, mfu {rec.mfu} of "
+           f"{rec.peak_flops} FLOP/s ({rec.peak_flops_source}); time split setup "
+           f"{rec.setup_s} / train {rec.train_time_s} / eval {rec.eval_time_s} / ckpt "
+           f"{rec.checkpoint_time_s} s; peak memory {rec.peak_memory_bytes} allocated, "
+           f"{rec.peak_memory_reserved_bytes} reserved")
 
 
-def check_throughput(device: str, kind: str, work: Path, sizes: list[int], tokens: int) -> None:
-    print(f"{'hidden':>7} {'params_nonemb':>14} {'tok/s':>10} {'TFLOP/s':>8} {'MFU':>6} "
-          f"{'peak GB':>8}", flush=True)
+def measured_matmul_peak(device: torch.device, precision: str) -> float:
+    """Best of several timed bf16 (fp16, fp32) matmuls at 8192^3 on this GPU (CPU: the cached
+    oneDNN figure)."""
+    if device.type != "cuda":
+        return hw.cpu_peak()[0] or math.nan
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(5):
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize(device)
+        best = max(best, 10 * 2 * n ** 3 / (time.perf_counter() - t0))
+    return best
+
+
+def check_throughput(device: str, kind: str, sizes: list[int], steps: int) -> None:
+    """Issue 16's table: the real train_step loop (as bench train) per hidden size."""
+    from llmscale.accounting import flops_per_token, param_counts
+    from llmscale.bench import train as bench
+
+    dev = torch.device(device)
+    precision = hw.resolve_precision("auto", dev)
+    vocab, batch, seq_len = (16384, 64, 128) if kind == "cuda" else (4096, 16, 64)
+    table_peak, source = hw.peak_flops(dev, precision)
+    meas_peak = measured_matmul_peak(dev, precision)
+    say(f"peak: table {(table_peak or math.nan) / 1e12:.1f} TFLOP/s ({source}); measured "
+        f"{precision} matmul {meas_peak / 1e12:.1f} TFLOP/s")
+    say("| hidden | params_nonemb | tok/s | TFLOP/s | MFU (table) | MFU (measured) |")
+    say("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = []
     for h in sizes:
-        sets = base_overrides(kind) + [f"model.hidden_dim={h}", f"model.embedding_dim={h}",
-                                       f"train.tokens={tokens}", "eval.tokens=8192"]
-        rec = train(sets, work / f"tp{h}", device)
-        tflops = rec.tokens_per_s * rec.flops_per_token / 1e12
-        print(f"{h:>7} {rec.params_nonembedding:>14,} {rec.tokens_per_s:>10,.0f} {tflops:>8.2f} "
-              f"{rec.mfu:>6.3f} {rec.peak_memory_bytes / 1e9:>8.2f}", flush=True)
-        if rec.status != "completed":
-            report("throughput", "FAIL", f"hidden {h}: {rec.status} {rec.error}")
+        cfg = load_config(None, [f"tokenizer.vocab_size={vocab}", f"model.hidden_dim={h}",
+                                 f"model.embedding_dim={h}", "model.num_layers=2",
+                                 f"train.batch_size={batch}", f"train.seq_len={seq_len}",
+                                 f"train.precision={precision}"])
+        fpt = flops_per_token(vocab, cfg.model, seq_len)
+        batches = bench._batches(vocab, batch, seq_len, steps + 2, dev)
+        secs = min(bench._time_real(cfg, batches, dev) for _ in range(2))
+        tps = steps * batch * seq_len / secs
+        n = param_counts(vocab, cfg.model).nonembedding
+        row = {"hidden": h, "params_nonembedding": n, "tokens_per_s": tps,
+               "tflops": fpt * tps / 1e12, "mfu_table": fpt * tps / table_peak
+               if table_peak else None, "mfu_measured": fpt * tps / meas_peak}
+        rows.append(row)
+        say(f"| {h} | {n:,} | {tps:,.0f} | {row['tflops']:.2f} | "
+            f"{row['mfu_table'] or math.nan:.3f} | {row['mfu_measured']:.3f} |")
+    TABLES["throughput"] = rows
+    rec_rows = bench.record_vs_bare(kind == "cpu", device, hidden=512,
+                                    batch=64 if kind == "cuda" else 32,
+                                    tokens=None if kind == "cpu" else 64 * 128 * 200)
+    TABLES["record_vs_bare"] = rec_rows
+    ratio = max(r["ratio"] for r in rec_rows)
+    report("throughput", "PASS" if ratio >= 1.0 else "FAIL",
+           f"{len(sizes)} sizes (table above); record/bare {ratio:.3f} (target >= 1.0)")
+
+
+def check_packing(kind: str, work: Path, tokens: int) -> None:
+    from llmscale.sweep import run_sweep
+
+    ks = (1, 2, 4, 8) if kind == "cuda" else (1, 2)
+    n_runs = max(ks)
+    sets = base_overrides(kind) + ["model.hidden_dim=256", "model.embedding_dim=256",
+                                   f"train.tokens={tokens}", "eval.tokens=8192",
+                                   f"sweep.seeds={list(range(n_runs))}",
+                                   "name=gpu_check_packing"]
+    cfg = load_config(None, sets)
+    device = "cuda:0" if kind == "cuda" else "cpu"
+    say("| runs per GPU | wall s | aggregate tok/s | max rel loss diff vs alone |")
+    say("| ---: | ---: | ---: | ---: |")
+    alone: dict[str, float] = {}
+    rows = []
+    for k in ks:
+        t0 = time.perf_counter()
+        records = run_sweep(cfg, work / f"pack{k}", devices=device, runs_per_device=k,
+                            progress=False)
+        wall = time.perf_counter() - t0
+        if not all(r.status == "completed" for r in records) or len(records) != n_runs:
+            report("packing", "FAIL", f"{k} per device: {[(r.status, r.error) for r in records]}")
             return
-    report("throughput", "PASS", f"{len(sizes)} sizes, figures above")
+        if k == 1:
+            alone = {r.run_id: r.val_loss for r in records}
+        diff = max(abs(r.val_loss - alone[r.run_id]) / alone[r.run_id] for r in records)
+        agg = sum(r.tokens for r in records) / wall
+        rows.append({"k": k, "wall_s": wall, "aggregate_tokens_per_s": agg,
+                     "max_rel_loss_diff": diff})
+        say(f"| {k} | {wall:.1f} | {agg:,.0f} | {diff:.1e} |")
+    TABLES["packing"] = rows
+    ok = all(r["max_rel_loss_diff"] < 2e-2 for r in rows)
+    gain = rows[-1]["aggregate_tokens_per_s"] / rows[0]["aggregate_tokens_per_s"]
+    report("packing", "PASS" if ok else "FAIL",
+           f"{n_runs} runs at k = {ks}: x{gain:.2f} aggregate at k={ks[-1]}")
+
+
+def check_oom(device: str, kind: str, work: Path) -> None:
+    """A forced OOM, then a small run in the same process: `oom`, and the small run's peak is
+    its own (the peak statistics were reset)."""
+    from llmscale.train import train_run
+
+    huge = (["train.batch_size=65536", "model.hidden_dim=4096", "model.embedding_dim=4096",
+             "tokenizer.vocab_size=4096"] if kind == "cuda" else ["model.hidden_dim=200000"])
+    small = ["model.hidden_dim=64", "model.embedding_dim=64"]
+    base = base_overrides(kind) + ["train.tokens=262144", "eval.tokens=8192"]
+    big = train_run(load_config(None, base + huge), work / "oom_big", device, progress=False)
+    nxt = train_run(load_config(None, base + small), work / "oom_next", device, progress=False)
+    ok = (big.status == "oom" and "out of memory" in (big.error or "")
+          and nxt.status == "completed" and (nxt.peak_memory_bytes or 0)
+          < (big.peak_memory_bytes or 0))
+    report("oom", "PASS" if ok else "FAIL",
+           f"forced: {big.status}: {big.error}; next run {nxt.status}, peak "
+           f"{nxt.peak_memory_bytes} vs the OOM run's {big.peak_memory_bytes} bytes")
+
+
+def check_pinning(kind: str, work: Path) -> None:
+    from llmscale.sweep import run_sweep
+
+    n = torch.cuda.device_count() if kind == "cuda" else 0
+    if n < 2:
+        report("pinning", "SKIP", f"{n} GPU(s): one worker per GPU needs two or more")
+        return
+    sets = base_overrides(kind) + ["train.tokens=262144", "eval.tokens=8192",
+                                   f"sweep.seeds={list(range(2 * n))}", "name=gpu_check_pin"]
+    records = run_sweep(load_config(None, sets), work / "pin",
+                        devices=",".join(f"cuda:{i}" for i in range(n)), progress=False)
+    names = {r.device_name for r in records}
+    ok = all(r.status == "completed" and r.gpu_count == 1 for r in records)
+    report("pinning", "PASS" if ok else "FAIL",
+           f"{len(records)} runs over {n} workers; device names {sorted(names)}; check "
+           f"nvidia-smi during the run shows one process per GPU")
 
 
 def check_ddp(kind: str, work: Path, tokens: int) -> None:
@@ -137,28 +294,6 @@ def check_ddp(kind: str, work: Path, tokens: int) -> None:
            f"(x{many.tokens_per_s / one.tokens_per_s:.2f}); gpu_count {many.gpu_count}")
 
 
-def check_packing(kind: str, work: Path, tokens: int) -> None:
-    from llmscale.sweep import run_sweep
-
-    grid = "{model.hidden_dim: [64, 96, 128, 160, 192, 224]}"
-    sets = base_overrides(kind) + [f"train.tokens={tokens}", "eval.tokens=8192",
-                                   f"sweep.grid={grid}", "name=gpu_check_packing"]
-    cfg = load_config(None, sets)
-    device = "cuda:0" if kind == "cuda" else "cpu"
-    timings = {}
-    for k in (1, 3):
-        t0 = time.perf_counter()
-        records = run_sweep(cfg, work / f"pack{k}", devices=",".join([device] * k)
-                            if kind == "cpu" else device, runs_per_device=1 if kind == "cpu" else k,
-                            progress=False)
-        timings[k] = time.perf_counter() - t0
-        if not all(r.status == "completed" for r in records) or len(records) != 6:
-            report("packing", "FAIL", f"{k} per device: {[r.status for r in records]}")
-            return
-    report("packing", "PASS", f"6 runs: {timings[1]:.1f} s one at a time, {timings[3]:.1f} s "
-           f"three per device (x{timings[1] / timings[3]:.2f})")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="work directory (default: a temp dir)")
@@ -170,27 +305,36 @@ def main() -> int:
         print("no CUDA device: run on a GPU machine, or pass --allow-cpu", file=sys.stderr)
         return 2
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, devices {names or ['cpu']}",
-          flush=True)
+    say(f"torch {torch.__version__}, CUDA {torch.version.cuda}, devices {names or ['cpu']}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     work = Path(args.out or tempfile.mkdtemp(prefix="llmscale-gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LLMSCALE_CACHE", str(work / "cache"))
     device = "cuda:0" if kind == "cuda" else "cpu"
     quick = args.quick or kind == "cpu"
-    sizes = [256, 512] if quick else [256, 512, 1024, 2048]
+    sizes = [64, 128] if kind == "cpu" else ([512, 1024] if quick else [512, 1024, 2048, 4096])
     tokens = 200_000 if kind == "cpu" else (1_000_000 if quick else 4_000_000)
     t0 = time.perf_counter()
-    for name, fn in (("cudnn_lstm", lambda: check_cudnn_lstm(device)),
-                     ("bf16_train", lambda: check_bf16_train(device, kind, work, tokens)),
-                     ("throughput", lambda: check_throughput(device, kind, work, sizes, tokens)),
-                     ("ddp", lambda: check_ddp(kind, work, tokens)),
-                     ("packing", lambda: check_packing(kind, work, min(tokens, 1_000_000)))):
+    checks = (("precision", lambda: check_precision(device)),
+              ("cudnn_lstm", lambda: check_cudnn_lstm(device)),
+              ("bf16_train", lambda: check_bf16_train(device, kind, work, tokens)),
+              ("throughput", lambda: check_throughput(device, kind, sizes, 5 if quick else 20)),
+              ("packing", lambda: check_packing(kind, work, min(tokens, 1_000_000))),
+              ("oom", lambda: check_oom(device, kind, work)),
+              ("pinning", lambda: check_pinning(kind, work)),
+              ("ddp", lambda: check_ddp(kind, work, tokens)))
+    for name, fn in checks:
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
             report(name, "FAIL", f"{type(e).__name__}: {e}")
     failed = [r for r in RESULTS if r[1] == "FAIL"]
-    print(f"{len(RESULTS) - len(failed)} passed or skipped, {len(failed)} failed in "
-          f"{time.perf_counter() - t0:.0f} s; work dir {work}")
+    say(f"{len(RESULTS) - len(failed)} passed or skipped, {len(failed)} failed in "
+        f"{time.perf_counter() - t0:.0f} s; work dir {work}")
+    (work / "gpu_check.json").write_text(json.dumps(
+        {"devices": names, "torch": torch.__version__, "cuda": torch.version.cuda,
+         "results": RESULTS, "tables": TABLES}, indent=2, default=str) + "\n")
+    (work / "gpu_check.md").write_text("\n".join(LINES) + "\n")
     return 1 if failed else 0
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from llmscale.accounting import flops_per_token
 from llmscale.config import load_config
-from llmscale.hardware import cpu_peak, peak_flops
+from llmscale.hardware import cpu_peak, peak_flops, resolve_precision
 from llmscale.model import build_model
 from llmscale.train import _StatefulForward, make_optimizer, train_step
 
@@ -47,13 +47,15 @@ def _time_real(cfg, batches, device) -> float:
     fwd = _StatefulForward(model)
     opt = make_optimizer(model, cfg, device)
     state = model.init_state(cfg.train.batch_size, device)
-    precision = "bf16" if device.type == "cuda" else "fp32"
+    precision = resolve_precision(cfg.train.precision, device)  # as train_run resolves it
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
     def run(bs):
         nonlocal state
         for x, y in bs:
             loss, _, state = train_step(fwd, opt, x, y, state, micro=x.shape[0],
-                                        grad_clip=cfg.train.grad_clip, precision=precision)
+                                        grad_clip=cfg.train.grad_clip, precision=precision,
+                                        scaler=scaler)
         float(loss.detach())  # one sync at the end, as at a logging step
 
     return _timed(run, batches, device)
@@ -99,7 +101,7 @@ def main(quick: bool = False) -> None:
     if device.type == "cpu":
         peak, source = cpu_peak(refresh=True)  # measured now; the cache keeps the best
     else:
-        peak, source = peak_flops(device, "bf16")
+        peak, source = peak_flops(device, resolve_precision("auto", device))
     print(f"# llmscale bench train  device={device}  threads={torch.get_num_threads()}  "
           f"vocab={vocab} batch={batch} seq_len={seq_len} embedding_dim=hidden_dim layers=1")
     print(f"# peak: {peak / 1e9:.0f} GFLOP/s ({source})")
@@ -125,36 +127,45 @@ def main(quick: bool = False) -> None:
     record_vs_bare(quick)
 
 
-def record_vs_bare(quick: bool) -> None:
-    """The record's tokens_per_s against a bare AdamW loop on the same shape, back to back."""
+def record_vs_bare(quick: bool, device: str = "cpu", hidden: int = 512, batch: int = 32,
+                   tokens: int | None = None) -> list[dict]:
+    """The record's tokens_per_s against a bare AdamW loop on the same shape, back to back.
+    Prints a table and returns its rows."""
     from llmscale.data import load_tokens
     from llmscale.data.batches import TokenStream
     from llmscale.train import train_run
 
-    tokens = 65_536 if quick else 163_840
-    sets = ["name=bench-record", "tokenizer.kind=bytes", "model.embedding_dim=512",
-            "model.hidden_dim=512", "model.num_layers=2", "train.batch_size=32",
+    tokens = tokens or (65_536 if quick else 163_840)
+    sets = ["name=bench-record", "tokenizer.kind=bytes", f"model.embedding_dim={hidden}",
+            f"model.hidden_dim={hidden}", "model.num_layers=2", f"train.batch_size={batch}",
             "train.seq_len=128", f"train.tokens={tokens}", "eval.tokens=20000",
             "data.synthetic_tokens=400000", "output.checkpoint_every_minutes=60"]
     cfg = load_config(None, sets)
-    stream = TokenStream(load_tokens(cfg, progress=False).train, 32, 128, seed=cfg.train.seed)
-    steps = tokens // (32 * 128)
-    device = torch.device("cpu")
+    stream = TokenStream(load_tokens(cfg, progress=False).train, batch, 128, seed=cfg.train.seed)
+    steps = tokens // (batch * 128)
+    dev = torch.device(device)
     print()
-    print(f"# record vs bare: E=H=512, 2 layers, batch 32x128, bytes vocabulary, {steps} steps, "
-          f"threads={torch.get_num_threads()}; the record's tokens_per_s = tokens / train_time_s")
+    print(f"# record vs bare: E=H={hidden}, 2 layers, batch {batch}x128, bytes vocabulary, "
+          f"{steps} steps, {device}, threads={torch.get_num_threads()}; the record's "
+          f"tokens_per_s = tokens / train_time_s")
     print(f"{'round':>5} {'record tok/s':>13} {'bare tok/s':>11} {'record/bare':>11} "
           f"{'wall s':>7} {'setup s':>7} {'train s':>7} {'eval s':>7} {'ckpt s':>7} {'mfu':>6}")
+    rows = []
     for r in range(1 if quick else 2):
         with tempfile.TemporaryDirectory() as tmp:
-            rec = train_run(cfg, Path(tmp) / "run", "cpu", progress=False)
+            rec = train_run(cfg, Path(tmp) / "run", device, progress=False)
         assert rec.status == "completed", rec.error
-        batches = [stream.batch(i)[:2] for i in range(steps)]
-        bare = steps * 32 * 128 / _time_bare_all(cfg, batches, device)
+        batches = [tuple(t.to(dev) for t in stream.batch(i)[:2]) for i in range(steps)]
+        bare = steps * batch * 128 / _time_bare_all(cfg, batches, dev)
+        rows.append({"record_tokens_per_s": rec.tokens_per_s, "bare_tokens_per_s": bare,
+                     "ratio": rec.tokens_per_s / bare, "wall_time_s": rec.wall_time_s,
+                     "setup_s": rec.setup_s, "train_time_s": rec.train_time_s,
+                     "eval_time_s": rec.eval_time_s, "mfu": rec.mfu})
         print(f"{r + 1:>5} {rec.tokens_per_s:>13,.0f} {bare:>11,.0f} "
               f"{rec.tokens_per_s / bare:>11.3f} {rec.wall_time_s:>7.1f} {rec.setup_s:>7.1f} "
               f"{rec.train_time_s:>7.1f} {rec.eval_time_s:>7.1f} {rec.checkpoint_time_s:>7.1f} "
               f"{rec.mfu:>6.3f}", flush=True)
+    return rows
 
 
 def _time_bare_all(cfg, batches, device) -> float:
@@ -173,5 +184,5 @@ def _time_bare_all(cfg, batches, device) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
-    float(loss.detach())
+    float(loss.detach())  # waits for the device, as the record's last logging step does
     return time.perf_counter() - t0
