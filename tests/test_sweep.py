@@ -328,3 +328,34 @@ def test_validate_and_dry_run_warn_when_a_model_cannot_fit_in_memory(tmp_path, c
     assert "may not fit in memory" in err
     assert main(["validate"]) == 0
     assert "may not fit" not in capsys.readouterr().err
+
+
+def test_status_shows_elapsed_time_rates_and_an_eta(tmp_path):
+    from datetime import datetime, timezone
+
+    from llmscale.cli.status import time_lines
+    from llmscale.sweep.estimate import eval_flops, fmt_time
+
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 16, 32, 64]}})
+    claim_sweep_dir(cfg, tmp_path, force=False)
+    assert "elapsed: nothing has started yet" in format_status(tmp_path)
+    runs = plan_sweep(cfg)
+    for i, r in enumerate(runs[:2]):
+        acc = run_accounting(r)
+        upsert_record(tmp_path / "results.csv", RunRecord(
+            run_id=r.run_id, sweep="t", status="completed", tokens=acc.tokens, flops=acc.flops,
+            batch_size=r.train.batch_size, seq_len=r.train.seq_len, gpu_count=0,
+            train_time_s=acc.flops / 1e8, wall_time_s=acc.flops / 1e8 + 2.0,
+            started_at=f"2026-11-29T10:0{2 * i}:00+00:00",
+            finished_at=f"2026-11-29T10:0{2 * i + 1}:00+00:00"))
+    planned = sweep_state(cfg, tmp_path)
+    now = datetime(2026, 11, 29, 10, 10, tzinfo=timezone.utc)
+    lines = time_lines(planned, now=now)
+    assert lines[0] == "elapsed: 10m since the first run started (2026-11-29T10:00:00+00:00)"
+    assert lines[1].startswith("rate: measured on 2 completed cpu run(s) of this sweep: 1e+08 FLOP/s")
+    # the fit finds no per-step overhead here (train time is FLOPs / rate exactly)
+    expected = sum(2.0 + (run_accounting(r).flops + eval_flops(r, run_accounting(r))) / 1e8
+                   for r in runs[2:])
+    assert lines[2] == f"ETA: about {fmt_time(expected)} for 2 run(s) left at the measured cpu " \
+                       f"rate, 1 at a time"
+    assert "ETA: about" in format_status(tmp_path)

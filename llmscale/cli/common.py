@@ -18,3 +18,19 @@ def load(args: argparse.Namespace) -> RunConfig:
     from llmscale.config import load_config
 
     return load_config(args.config, args.overrides)
+
+
+def check_inputs(cfg: RunConfig, configs: list[RunConfig]) -> None:
+    """What a run would find missing only once it starts (data files, tracker packages), for
+    every planned config: checked before anything trains, one UserError line each."""
+    from llmscale.data.sources import resolve_paths
+    from llmscale.tracking import check_trackers
+
+    seen = set()
+    for c in configs:
+        d = c.data
+        if d.source == "files" and (d.paths, d.validation_paths) not in seen:
+            seen.add((d.paths, d.validation_paths))
+            resolve_paths(d.paths)
+            resolve_paths(d.validation_paths, "data.validation_paths")
+    check_trackers(cfg.output.report_to)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime, timezone
 from pathlib import Path
+
+from llmscale.sweep import PlannedRun
 
 
 def add_parser(sub) -> None:
@@ -22,6 +25,7 @@ def format_status(sweep_dir: Path) -> str:
     tokens_done = sum(p.accounting.tokens for p in planned if p.state == "done")
     tokens_all = sum(p.accounting.tokens for p in planned)
     lines.append(f"tokens: {tokens_done:,} of {tokens_all:,} trained in completed runs")
+    lines += time_lines(planned)
     for p in planned:
         if p.state == "failed":
             assert p.record is not None
@@ -39,6 +43,41 @@ def format_status(sweep_dir: Path) -> str:
         lines += [f"  {r.status}: {Path(r.run_dir).name if r.run_dir else r.run_id}"
                   for r in dropped]
     return "\n".join(lines)
+
+
+def _when(iso: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(iso) if iso else None
+    except ValueError:
+        return None
+
+
+def time_lines(planned: list[PlannedRun], now: datetime | None = None) -> list[str]:
+    """Elapsed time since the first run started, the rates measured by device, and an ETA for
+    the unfinished runs at the measured rate (as many at once as are running now)."""
+    from llmscale.sweep import estimate as est
+
+    records = [p.record for p in planned if p.record is not None]
+    starts = [t for t in (_when(r.started_at) for r in records) if t is not None]
+    if not starts:
+        return ["elapsed: nothing has started yet"]
+    left = [p for p in planned if p.state not in ("done", "failed")]
+    ends = [t for t in (_when(r.finished_at) for r in records) if t is not None]
+    end = (now or datetime.now(timezone.utc)) if left or not ends else max(ends)
+    lines = [f"elapsed: {est.fmt_time((end - min(starts)).total_seconds())} since the first run "
+             f"started ({min(starts).isoformat(timespec='seconds')})"]
+    rates = {d: r for d in ("cuda", "cpu") if (r := est.measured_rate(records, d)) is not None}
+    lines += [f"rate: {r.how}" for r in rates.values()]
+    if not left:
+        return lines
+    if not rates:
+        return lines + [f"ETA: unknown until a run completes ({len(left)} run(s) left)"]
+    done = [est.device_class(r) for r in records if r.status == "completed"]
+    device = max(rates, key=done.count)  # the device most of the sweep ran on
+    at_once = max(1, sum(p.state == "running" for p in planned))
+    secs = [rates[device].run_seconds(p.cfg, p.accounting) for p in left]
+    return lines + [f"ETA: about {est.fmt_time(est.makespan(secs, at_once))} for {len(left)} "
+                    f"run(s) left at the measured {device} rate, {at_once} at a time"]
 
 
 def run(args: argparse.Namespace) -> int:

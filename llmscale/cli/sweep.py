@@ -8,7 +8,7 @@ from typing import Any
 
 from llmscale import layout
 from llmscale.cli.analyse import analyse_sweep
-from llmscale.cli.common import add_config_args, load
+from llmscale.cli.common import add_config_args, check_inputs, load
 from llmscale.config import RunConfig
 from llmscale.errors import UserError
 from llmscale.sweep import PlannedRun, count_states, say, shape
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                         f"--executor slurm (or `torchrun ... llmscale train` for one run); the "
                         f"local executor runs one device per run")
     out = Path(args.out or cfg.output.dir)
+    check_inputs(cfg, [p.cfg for p in plan_points(cfg, log=lambda _msg: None)])
     if args.dry_run:
         points = plan_points(cfg)
         planned = (sweep_state(cfg, out, points, reconcile=False) if out.is_dir()

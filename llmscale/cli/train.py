@@ -10,7 +10,8 @@ import argparse
 import os
 from pathlib import Path
 
-from llmscale.cli.common import add_config_args, load
+from llmscale.cli.common import add_config_args, check_inputs, load
+from llmscale.config import check_device_name
 from llmscale.layout import RECORD_FILE
 
 
@@ -29,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from llmscale.train import train_run
 
     cfg = load(args)
+    check_device_name(args.device)
+    check_inputs(cfg, [cfg])
     run_dir = Path(args.out or cfg.output.dir)
     rec = train_run(cfg, run_dir, args.device, progress=True)
     code = 0 if rec.status == "completed" else 3

@@ -12,30 +12,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmscale.cli.common import add_config_args, load
+from llmscale.cli.common import add_config_args, check_inputs, load
 from llmscale.cli.sweep import add_where_args, plan_estimate
-from llmscale.config import RunConfig
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("validate", help="check a config and its whole sweep; print the plan")
     add_config_args(p)
     add_where_args(p)
-
-
-def check_inputs(cfg: RunConfig, configs: list[RunConfig]) -> None:
-    """What a run would find missing only once it starts: data files, tracker packages."""
-    from llmscale.data.sources import resolve_paths
-    from llmscale.tracking import check_trackers
-
-    seen = set()
-    for c in configs:
-        d = c.data
-        if d.source == "files" and (d.paths, d.validation_paths) not in seen:
-            seen.add((d.paths, d.validation_paths))
-            resolve_paths(d.paths)
-            resolve_paths(d.validation_paths, "data.validation_paths")
-    check_trackers(cfg.output.report_to)
 
 
 def run(args: argparse.Namespace) -> int:
