@@ -580,76 +580,78 @@ def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | N
     last_ckpt, steps_this_call = time.perf_counter(), 0
     status, error = "completed", None
     run.model.train()
-    with _Signals() as signals:
-        while ls.step < plan.total_steps:
-            # -- one optimizer step
-            lr = lr_at(ls.step, plan.total_steps, tr.lr, plan.warmup_steps, tr.min_lr_ratio)
-            for g in run.optimizer.param_groups:
-                g["lr"] = lr
-            x, y, reset = run.feed.get(ls.step)
-            if reset:  # a new epoch: the rows start elsewhere, so does the memory
-                ls.carried = run.model.init_state(plan.rows, device)
-            is_log = (ls.step + 1) % plan.log_every == 0 or ls.step + 1 == plan.total_steps
-            loss, norm, ls.carried = train_step(
-                run.ddp_model, run.optimizer, x, y, ls.carried, micro=plan.micro,
-                grad_clip=tr.grad_clip, precision=run.precision, scaler=run.scaler,
-                want_norm=is_log)
-            if ls.step >= plan.tail_start:
-                ls.tail_sum += float(_global_mean(loss.detach().clone(), run.world))
-            ls.loss_acc += loss
-            ls.steps_in_log += 1
-            ls.step += 1
-            steps_this_call += 1
+    try:  # a run that raises still bills the steps it made
+        with _Signals() as signals:
+            while ls.step < plan.total_steps:
+                # -- one optimizer step
+                lr = lr_at(ls.step, plan.total_steps, tr.lr, plan.warmup_steps, tr.min_lr_ratio)
+                for g in run.optimizer.param_groups:
+                    g["lr"] = lr
+                x, y, reset = run.feed.get(ls.step)
+                if reset:  # a new epoch: the rows start elsewhere, so does the memory
+                    ls.carried = run.model.init_state(plan.rows, device)
+                is_log = (ls.step + 1) % plan.log_every == 0 or ls.step + 1 == plan.total_steps
+                loss, norm, ls.carried = train_step(
+                    run.ddp_model, run.optimizer, x, y, ls.carried, micro=plan.micro,
+                    grad_clip=tr.grad_clip, precision=run.precision, scaler=run.scaler,
+                    want_norm=is_log)
+                if ls.step >= plan.tail_start:
+                    ls.tail_sum += float(_global_mean(loss.detach().clone(), run.world))
+                ls.loss_acc += loss
+                ls.steps_in_log += 1
+                ls.step += 1
+                steps_this_call += 1
 
-            # -- log (and evaluate) every so often; stop at the first non-finite loss
-            is_eval = ls.step % plan.eval_every == 0 or ls.step == plan.total_steps
-            if is_log or is_eval:
-                train_loss = float(_global_mean(ls.loss_acc / ls.steps_in_log, run.world))
-                if not math.isfinite(train_loss):
-                    status = "diverged"
-                    error = (f"non-finite training loss ({train_loss}) by step {ls.step}; "
-                             f"lower train.lr (now {tr.lr:g}) or enable train.grad_clip")
-                    break
-                now = time.perf_counter()  # before eval: tokens/s is training speed
-                val_loss = _timed_eval(run, ls) if is_eval else None
-                if val_loss is not None and not math.isfinite(val_loss):
-                    status, error = "diverged", f"non-finite validation loss at step {ls.step}"
-                    break
-                ls.last_good["train_loss"] = train_loss
-                if val_loss is not None:
-                    ls.last_good["val_loss"] = val_loss
-                tokens_done = ls.step * plan.tokens_per_step
-                row = {"run_id": run.run_id, "step": ls.step, "tokens": tokens_done,
-                       "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
-                       "grad_norm": float(norm) if norm is not None else None,
-                       "tokens_per_s": (tokens_done - tokens_at_log) / max(now - t_log, 1e-9),
-                       "elapsed_s": run.wall_before + now - run.t0}
-                _append_metrics(run, ls, row)
-                bar.update(tokens_done, row, plan.total_steps * plan.tokens_per_step)
-                tokens_at_log, t_log = tokens_done, time.perf_counter()
-                ls.loss_acc.zero_()
-                ls.steps_in_log = 0
+                # -- log (and evaluate) every so often; stop at the first non-finite loss
+                is_eval = ls.step % plan.eval_every == 0 or ls.step == plan.total_steps
+                if is_log or is_eval:
+                    train_loss = float(_global_mean(ls.loss_acc / ls.steps_in_log, run.world))
+                    if not math.isfinite(train_loss):
+                        status = "diverged"
+                        error = (f"non-finite training loss ({train_loss}) by step {ls.step}; "
+                                 f"lower train.lr (now {tr.lr:g}) or enable train.grad_clip")
+                        break
+                    now = time.perf_counter()  # before eval: tokens/s is training speed
+                    val_loss = _timed_eval(run, ls) if is_eval else None
+                    if val_loss is not None and not math.isfinite(val_loss):
+                        status, error = "diverged", f"non-finite validation loss at step {ls.step}"
+                        break
+                    ls.last_good["train_loss"] = train_loss
+                    if val_loss is not None:
+                        ls.last_good["val_loss"] = val_loss
+                    tokens_done = ls.step * plan.tokens_per_step
+                    row = {"run_id": run.run_id, "step": ls.step, "tokens": tokens_done,
+                           "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
+                           "grad_norm": float(norm) if norm is not None else None,
+                           "tokens_per_s": (tokens_done - tokens_at_log) / max(now - t_log, 1e-9),
+                           "elapsed_s": run.wall_before + now - run.t0}
+                    _append_metrics(run, ls, row)
+                    bar.update(tokens_done, row, plan.total_steps * plan.tokens_per_step)
+                    tokens_at_log, t_log = tokens_done, time.perf_counter()
+                    ls.loss_acc.zero_()
+                    ls.steps_in_log = 0
 
-            # -- stop or checkpoint: every rank decides the same, or collectives would hang
-            stop = signals.received is not None or (
-                stop_after_steps is not None and steps_this_call >= stop_after_steps)
-            due = (time.perf_counter() - last_ckpt) / 60 >= cfg.output.checkpoint_every_minutes
-            due = due or (plan.ckpt_every is not None and ls.step % plan.ckpt_every == 0)
-            stop, due = _agree(run, stop, due)
-            if ls.step < plan.total_steps and (stop or due):
-                if stop:
-                    status = "preempted"
-                    error = (f"stopped by {signals.received} at step {ls.step}/{plan.total_steps}"
-                             if signals.received else f"stopped after {steps_this_call} steps "
-                             f"(stop_after_steps) at step {ls.step}/{plan.total_steps}")
-                _account_train_time(ls, t_train, eval_before, ckpt_before)
-                t_train, eval_before = time.perf_counter(), ls.times["eval"]
-                _save(run, ls)
-                ckpt_before, last_ckpt = ls.times["checkpoint"], time.perf_counter()
-                if stop:
-                    break
-    _account_train_time(ls, t_train, eval_before, ckpt_before)
-    bar.close()
+                # -- stop or checkpoint: every rank decides the same, or collectives would hang
+                stop = signals.received is not None or (
+                    stop_after_steps is not None and steps_this_call >= stop_after_steps)
+                due = (time.perf_counter() - last_ckpt) / 60 >= cfg.output.checkpoint_every_minutes
+                due = due or (plan.ckpt_every is not None and ls.step % plan.ckpt_every == 0)
+                stop, due = _agree(run, stop, due)
+                if ls.step < plan.total_steps and (stop or due):
+                    if stop:
+                        status = "preempted"
+                        error = (f"stopped by {signals.received} at step {ls.step}/{plan.total_steps}"
+                                 if signals.received else f"stopped after {steps_this_call} steps "
+                                 f"(stop_after_steps) at step {ls.step}/{plan.total_steps}")
+                    _account_train_time(ls, t_train, eval_before, ckpt_before)
+                    t_train, eval_before = time.perf_counter(), ls.times["eval"]
+                    _save(run, ls)
+                    ckpt_before, last_ckpt = ls.times["checkpoint"], time.perf_counter()
+                    if stop:
+                        break
+    finally:
+        _account_train_time(ls, t_train, eval_before, ckpt_before)
+        bar.close()
     return status, error
 
 
