@@ -7,6 +7,7 @@
 #   RUNS_PER_GPU=4 scripts/sweep_local_gpus.sh configs/quickstart.yaml
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 CONFIG [llmscale sweep options]" >&2; exit 2; }
-cd "$(dirname "$0")/.."
-LLMSCALE=${LLMSCALE:-$( [ -x .venv/bin/llmscale ] && echo .venv/bin/llmscale || echo llmscale )}
+# Paths (CONFIG, --out, output.dir) are the caller's: no cd; only the venv is found from here.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LLMSCALE=${LLMSCALE:-$( [ -x "$ROOT/.venv/bin/llmscale" ] && echo "$ROOT/.venv/bin/llmscale" || echo llmscale )}
 exec "$LLMSCALE" sweep "$@" --devices auto --runs-per-device "${RUNS_PER_GPU:-1}"

@@ -14,8 +14,9 @@
 #   PARTITION=gpu TIME_MIN=720 scripts/sweep_slurm.sh configs/wikitext103_width_depth.yaml
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 CONFIG [llmscale sweep options]" >&2; exit 2; }
-cd "$(dirname "$0")/.."
-LLMSCALE=${LLMSCALE:-$( [ -x .venv/bin/llmscale ] && echo .venv/bin/llmscale || echo llmscale )}
+# Paths (CONFIG, --out, output.dir) are the caller's: no cd; only the venv is found from here.
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LLMSCALE=${LLMSCALE:-$( [ -x "$ROOT/.venv/bin/llmscale" ] && echo "$ROOT/.venv/bin/llmscale" || echo llmscale )}
 args=(--executor slurm)
 [ -n "${PARTITION:-}" ] && args+=(--partition "$PARTITION")
 [ -n "${TIME_MIN:-}" ] && args+=(--time-min "$TIME_MIN")
