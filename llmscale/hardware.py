@@ -32,24 +32,21 @@ from llmscale.errors import UserError
 
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """`auto | cpu | cuda | cuda:N` -> a torch.device, or a UserError naming what is allowed."""
+    """`auto | cpu | cuda | cuda:N` -> a torch.device. The name's form is checked once, by
+    config.check_device_name; here only whether that device exists."""
+    from llmscale.config import check_device_name
+
+    check_device_name(device)
     if device == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if device == "cpu":
         return torch.device("cpu")
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {device}: CUDA is not available here; use cpu or auto")
-        if device == "cuda":
-            return torch.device(f"cuda:{local_rank}")
-        try:
-            idx = int(device.split(":", 1)[1])
-        except ValueError:
-            raise UserError(f"--device {device!r}: expected cuda:N with N an integer") from None
-        if not 0 <= idx < torch.cuda.device_count():
-            raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-        return torch.device(device)
-    raise UserError(f"--device {device!r}: allowed are auto, cpu, cuda, cuda:N")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here; use cpu or auto")
+    idx = local_rank if device == "cuda" else int(device.split(":", 1)[1])
+    if not 0 <= idx < torch.cuda.device_count():
+        raise UserError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    return torch.device(f"cuda:{idx}")
 
 
 def pin_worker_to_device(device: str) -> str:
@@ -62,13 +59,11 @@ def pin_worker_to_device(device: str) -> str:
     parent's numbering: when the parent itself was restricted (CUDA_VISIBLE_DEVICES=4,5),
     `cuda:1` is physical GPU 5.
     """
-    if not device.startswith("cuda"):
+    from llmscale.config import check_device_name
+
+    if not check_device_name(device, "--devices").startswith("cuda"):
         return device
-    idx = 0 if device == "cuda" else device.split(":", 1)[1]
-    try:
-        idx = int(idx)
-    except ValueError:
-        raise UserError(f"--devices {device!r}: expected cuda:N with N an integer") from None
+    idx = 0 if device == "cuda" else int(device.split(":", 1)[1])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() != "":
         ids = [v.strip() for v in visible.split(",") if v.strip()]
