@@ -299,6 +299,8 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="work directory (default: a temp dir)")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and tokens")
     ap.add_argument("--allow-cpu", action="store_true", help="run on CPU when there is no GPU")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated checks to run (default: all), e.g. throughput,oom")
     args = ap.parse_args()
     kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cpu" and not args.allow_cpu:
@@ -323,7 +325,15 @@ def main() -> int:
               ("oom", lambda: check_oom(device, kind, work)),
               ("pinning", lambda: check_pinning(kind, work)),
               ("ddp", lambda: check_ddp(kind, work, tokens)))
+    only = set(args.only.split(",")) if args.only else {name for name, _ in checks}
+    unknown = only - {name for name, _ in checks}
+    if unknown:
+        print(f"--only: unknown check(s) {sorted(unknown)}; allowed: "
+              f"{', '.join(name for name, _ in checks)}", file=sys.stderr)
+        return 2
     for name, fn in checks:
+        if name not in only:
+            continue
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - one broken check must not hide the others
