@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -123,3 +124,40 @@ def test_python_dash_m_version_and_help_tree():
                               text=True, check=True).stdout
     for cmd in ("validate", "train", "sweep", "status", "fit", "plot", "report", "predict", "bench"):
         assert cmd in helptext
+
+
+def test_package_exports_load_lazily():
+    code = ("import sys, llmscale; assert 'torch' not in sys.modules, 'import llmscale loads torch'; "
+            "from llmscale import LargeLanguageModel, load_config, train_run, run_sweep, fit_sweep; "
+            "import llmscale.model, llmscale.train, llmscale.sweep, llmscale.analysis; "
+            "assert LargeLanguageModel is llmscale.model.LargeLanguageModel; "
+            "assert train_run is llmscale.train.train_run and fit_sweep is llmscale.analysis.fit_sweep; "
+            "assert run_sweep is llmscale.sweep.run_sweep and callable(load_config); "
+            "assert set(llmscale.__all__) <= set(dir(llmscale))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import llmscale
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        llmscale.nope  # noqa: B018
+
+
+def test_info_log_shows_tokenizer_training_encoding_and_cache_hits(tmp_path):
+    """A real `llmscale train` (BPE on a tiny synthetic language), twice: the first builds the
+    tokenizer and token cache, the second hits the cache; both say so at INFO on stderr."""
+    env = {**os.environ, "LLMSCALE_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "llmscale", "train", "--device", "cpu",
+            "--set", "data.synthetic_tokens=2000", "--set", "data.synthetic_val_tokens=200",
+            "--set", "data.synthetic_vocab=64", "--set", "tokenizer.vocab_size=300",
+            "--set", "model.hidden_dim=8", "--set", "model.embedding_dim=8",
+            "--set", "train.tokens=512", "--set", "train.batch_size=4", "--set", "train.seq_len=16",
+            "--set", "eval.tokens=64"]
+    first = subprocess.run([*argv, "--out", str(tmp_path / "a")], env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "INFO llmscale.data: training bpe tokenizer" in first.stderr
+    assert "INFO llmscale.data: encoding train split" in first.stderr
+    second = subprocess.run([*argv, "--out", str(tmp_path / "b")], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert "token cache hit" in second.stderr and "training bpe" not in second.stderr
