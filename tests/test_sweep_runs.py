@@ -104,6 +104,27 @@ def test_sweep_with_analysis_then_rerun_is_a_fast_noop(tmp_path):
     text, _ = p.communicate(timeout=60)
     assert "2 runs: 2 done, 0 running, 0 failed" in text
 
+    # the sweep grows by one width: the finished runs are kept, only the new one trains
+    grown = write_config(tmp_path / "c.yaml", {"grid": {"model.hidden_dim": [8, 12, 16]}})
+    p = llmscale("sweep", str(grown), "--out", str(out), "--no-analysis")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "3 runs planned, 2 finished kept, 1 new" in err and "2 done, 1 to train" in err
+    for r in runs:  # the old runs' directories were not touched
+        old = out / "runs" / run_dir_name(r)
+        assert {f: f.stat().st_mtime_ns for f in old.rglob("*") if f.is_file()} == \
+            {f: t for f, t in touched.items() if old in f.parents}
+    check_table(out, plan_sweep(from_dict(yaml.safe_load(grown.read_text()))))
+    # and shrinks: the dropped run stays in results.csv, status names it
+    write_config(tmp_path / "c.yaml", {"grid": {"model.hidden_dim": [8, 16]}})
+    p = llmscale("sweep", str(grown), "--out", str(out), "--no-analysis")
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "1 no longer in the plan" in err, err
+    text, _ = llmscale("status", str(out)).communicate(timeout=60)
+    assert "2 runs: 2 done" in text and "1 run(s) no longer in the sweep's plan" in text
+    assert f"completed: {run_dir_name(runs[1])}" in text
+    assert len(read_results(out / RESULTS_FILE)[0]) == 3
+
 
 def test_resume_after_sigkill_mid_run(tmp_path):
     p, cfg_path, out, runs = start_until_checkpoint(tmp_path)
