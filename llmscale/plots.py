@@ -1,9 +1,11 @@
-"""Figures of a sweep: records (results.csv, metrics.csv) + fits (fit.json), no fitting.
+"""Figures of a sweep: records (results.csv, metrics.csv, position_loss.csv) + the typed fit
+result (llmscale.fit.result), no fitting.
 
-`make_plots(sweep_dir)` draws every figure the data supports as PNG and SVG under
+`make_plots(sweep_dir, data)` draws every figure the data supports as PNG and SVG under
 `SWEEP_DIR/plots/`, and writes `plots/plots.json`: for each figure its files and caption,
 or the reason it could not be drawn (the report shows both). Law curves come from
-`llmscale.fit.laws.predict`, the one place a law's formula lives.
+`llmscale.fit.laws.predict`, the one place a law's formula lives; which runs were fitted, held
+out, on the frontier or in an IsoFLOP budget is read from the fit result, never regrouped here.
 
 Figures are built with the object API (`Figure` + the Agg canvas), not pyplot: no global
 figure registry to leak between calls, and a caller's interactive backend is left alone.
@@ -12,31 +14,31 @@ figure registry to leak between calls, and a caller's interactive backend is lef
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
-import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmscale.errors import UserError
-from llmscale.records import RESULTS_FILE, RunRecord, read_results, write_json
+from llmscale import layout
+from llmscale.analysis import SweepData, kind_of, load_sweep
+from llmscale.atomic import atomic_path, atomic_write_text
+from llmscale.fit.frontier import allocate
+from llmscale.fit.laws import predict, predict_cost
+from llmscale.fit.result import FitResult, LawFit
+from llmscale.fit.select import frontier
+from llmscale.records import RunRecord
 
-FIT_FILE = "fit.json"
-PLOTS_DIR = "plots"
-MANIFEST = "plots.json"
 DPI = 150  # PNG resolution, dots per inch
 
 # Okabe & Ito (2008): distinguishable under the common colour-vision deficiencies.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
              "#000000")
 SIZE_CMAP = "viridis"  # continuous size colouring: perceptually uniform, cb-safe
+KIND_STYLES = {"lstm": "-", "gru": "--", "transformer": ":"}
 
-# The N-laws in a fixed order, so a law keeps its colour across figures and sweeps.
+# The laws in a fixed order, so a law keeps its colour across figures and sweeps.
 LAW_ORDER = ("linear", "power", "saturating", "chinchilla", "compute")
 LAW_LABELS = {
     "linear": "linear  L = aN + b",
@@ -63,118 +65,31 @@ def law_color(law: str) -> str:
     return OKABE_ITO[i % len(OKABE_ITO)]
 
 
-def predict(law: str, params: dict[str, float], N=None, D=None, C=None) -> np.ndarray:
-    """The fitter's law evaluator, the one place a law's formula lives."""
-    from llmscale.fit.laws import predict as _predict
-
-    return np.asarray(_predict(law, params, N=N, D=D, C=C), dtype=float)
-
-
-# --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class SweepData:
-    """What the figures and the report read: the records, their problems, and the fit."""
-
-    sweep_dir: Path
-    records: list[RunRecord]
-    problems: list[str]  # unreadable results.csv rows
-    fit: dict[str, Any] | None  # fit.json, or None when there is no fit
-    fit_note: str  # why there is no fit, or why it may be stale; "" when fresh
-
-
-def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = None) -> SweepData:
-    """Read results.csv and a fit.json that is fresh (newer than results.csv), fitting first if not.
-
-    A fit that cannot be made (too few completed runs, the fitter not installed) is not an
-    error here: the figures that need no fit are still drawn, and the report says why.
-    """
-    sweep_dir = Path(sweep_dir)
-    results = sweep_dir / RESULTS_FILE
-    if not sweep_dir.is_dir():
-        raise UserError(f"sweep directory {sweep_dir} does not exist")
-    if not results.is_file():
-        raise UserError(f"{results} not found: SWEEP_DIR must hold a sweep's {RESULTS_FILE}")
-    records, problems = read_results(results)
-    if not records:
-        raise UserError(f"{results} holds no readable runs" +
-                        (f" ({len(problems)} unreadable rows)" if problems else ""))
-
-    fit_path = sweep_dir / FIT_FILE
-    fresh = fit_path.is_file() and fit_path.stat().st_mtime >= results.stat().st_mtime
-    note = ""
-    if refit and not fresh:
-        note = run_fit(sweep_dir, bootstrap=bootstrap)
-    fit = None
-    if fit_path.is_file():
-        try:
-            fit = json.loads(fit_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{fit_path} is not valid JSON ({e}); rerun `llmscale fit "
-                            f"{sweep_dir}`") from e
-        if note:  # the refit failed but an older fit exists: use it, and say so
-            note = f"{note}; showing the older {FIT_FILE}"
-    return SweepData(sweep_dir, records, problems, fit, note)
-
-
-def run_fit(sweep_dir: Path, bootstrap: int | None = None) -> str:
-    """Fit the sweep (writes fit.json); '' on success, else why it could not be fitted.
-
-    bootstrap: resamples for the confidence intervals (None: the fitter's default).
-    """
-    try:
-        from llmscale.analysis import fit_sweep
-    except ImportError as e:
-        return f"the fitter is not available ({e})"
-    try:
-        fit_sweep(sweep_dir, **({} if bootstrap is None else {"bootstrap": bootstrap}))
-    except UserError as e:
-        return f"no fit: {e}"
-    return ""
-
-
-# --------------------------------------------------------------------------- entry points
+# --------------------------------------------------------------------------- entry point
 
 
 def make_plots(sweep_dir: Path, data: SweepData | None = None,
-               formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Draw every figure the sweep supports; returns the image paths written (PNG and SVG)."""
-    data = data or load_sweep(Path(sweep_dir))
-    out = Path(sweep_dir) / PLOTS_DIR
+               formats: tuple[str, ...] = ("png", "svg")) -> dict[str, dict[str, Any]]:
+    """Draw every figure the sweep supports; returns (and writes) the manifest: per figure its
+    files and caption, or why it is missing."""
+    import json
+
+    data = data or load_sweep(Path(sweep_dir), refit=False)
+    out = layout.plots_dir(sweep_dir)
     out.mkdir(parents=True, exist_ok=True)
     manifest: dict[str, dict[str, Any]] = {}
-    written: list[Path] = []
     for name, draw in FIGURES:
         try:
             fig, caption = draw(data)
         except _NoFigure as why:
-            fig, caption = None, str(why)
-        if fig is None:
             for ext in ("png", "svg"):  # a figure that cannot be drawn now must not linger
                 (out / f"{name}.{ext}").unlink(missing_ok=True)
-            manifest[name] = {"files": [], "missing": caption}
+            manifest[name] = {"files": [], "missing": str(why)}
             continue
         paths = _save(fig, out / name, formats)
-        written += paths
         manifest[name] = {"files": [p.name for p in paths], "caption": caption}
-    write_json(out / MANIFEST, manifest)
-    return written
-
-
-def plot_cli(sweep_dir: Path) -> int:
-    data = load_sweep(Path(sweep_dir))
-    if data.fit_note:
-        print(f"llmscale: {data.fit_note}", file=sys.stderr)
-    paths = make_plots(Path(sweep_dir), data)
-    manifest = json.loads((Path(sweep_dir) / PLOTS_DIR / MANIFEST).read_text(encoding="utf-8"))
-    for name, entry in manifest.items():
-        if entry["files"]:
-            print(f"{name}: {', '.join(entry['files'])}")
-        else:
-            print(f"{name}: not drawn: {entry['missing']}")
-    print(f"{len(paths)} files under {Path(sweep_dir) / PLOTS_DIR}")
-    return 0
+    atomic_write_text(out / layout.PLOTS_MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest
 
 
 class _NoFigure(Exception):
@@ -182,7 +97,7 @@ class _NoFigure(Exception):
 
 
 def _save(fig, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Each format written to a temp file and renamed (a reader never sees half a file)."""
+    """Each format written through the one atomic write (a reader never sees half a file)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -191,11 +106,10 @@ def _save(fig, stem: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Pa
     paths = []
     for ext in formats:
         path = stem.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
         # No date in the metadata: the same data gives byte-identical files.
         meta = {"Date": None} if ext == "svg" else {"Software": "llmscale"}
-        fig.savefig(tmp, format=ext, dpi=DPI, metadata=meta)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=DPI, metadata=meta)
         paths.append(path)
     return paths
 
@@ -227,12 +141,16 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 6.4, height: float = 
 # --------------------------------------------------------------------------- helpers
 
 
-def _col(fit: dict[str, Any] | None, key: str, default: str) -> str:
-    return str((fit or {}).get(key) or default)
-
-
 def _label(column: str) -> str:
     return COLUMN_LABELS.get(column, column)
+
+
+def _n_col(data: SweepData) -> str:
+    return data.fit.n_column if data.fit else "params_nonembedding"
+
+
+def _l_col(data: SweepData) -> str:
+    return data.fit.loss_column if data.fit else "val_loss"
 
 
 def _value(rec: RunRecord, column: str) -> float | None:
@@ -247,31 +165,14 @@ def _completed(records: list[RunRecord]) -> list[RunRecord]:
     return [r for r in records if r.status == "completed"]
 
 
-def fitted_laws(fit: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The laws of fit.json that have parameters (an entry may only say why it failed)."""
-    laws = (fit or {}).get("laws") or {}
-    return {k: v for k, v in laws.items() if isinstance(v, dict) and isinstance(v.get("params"),
-                                                                                   dict)}
+def _laws(fit: FitResult | None, inputs: tuple[str, ...] | None = None) -> dict[str, LawFit]:
+    if fit is None:
+        return {}
+    return {k: v for k, v in fit.laws.items() if inputs is None or v.inputs == inputs}
 
 
-def heldout_ids(fit: dict[str, Any] | None, inputs: list[str] | None = None) -> set[str]:
-    """Runs some law held out (the largest ones, by the fitter's rule); only laws of `inputs`
-    when given."""
-    ids: set[str] = set()
-    for law in fitted_laws(fit).values():
-        if inputs is None or list(law.get("inputs") or []) == inputs:
-            ids.update((law.get("heldout") or {}).get("heldout_run_ids") or [])
-    return ids
-
-
-def _used_by_n_laws(fit: dict[str, Any] | None) -> set[str] | None:
-    """Runs the laws of N were fitted to (each size's best over token budgets), or None when no
-    such law reports its residuals."""
-    ids = None
-    for law in fitted_laws(fit).values():
-        if list(law.get("inputs") or []) == ["N"] and law.get("residuals"):
-            ids = (ids or set()) | {r["run_id"] for r in law["residuals"]}
-    return ids
+def _held(fit: FitResult | None) -> set[str]:
+    return set(fit.heldout_run_ids) if fit else set()
 
 
 def _grid(values, lo_pad: float = 1.5, hi_pad: float = 3.0, n: int = 200) -> np.ndarray:
@@ -279,15 +180,14 @@ def _grid(values, lo_pad: float = 1.5, hi_pad: float = 3.0, n: int = 200) -> np.
     return np.logspace(math.log10(v.min() / lo_pad), math.log10(v.max() * hi_pad), n)
 
 
-def _band(law: str, entry: dict[str, Any], **inputs) -> tuple[np.ndarray, np.ndarray] | None:
+def _band(entry: LawFit, **inputs) -> tuple[np.ndarray, np.ndarray] | None:
     """Percentile band of the bootstrap samples' predictions (None without samples)."""
-    samples = (entry.get("bootstrap") or {}).get("samples") or []
-    if len(samples) < 2:
+    if len(entry.samples) < 2:
         return None
-    preds = np.stack([predict(law, s, **inputs) for s in samples])
+    with np.errstate(all="ignore"):
+        preds = np.stack([predict(entry.law, s, **inputs) for s in entry.samples])
     preds[~np.isfinite(preds) | (preds <= 0)] = np.nan  # log axes: a non-positive loss is off-plot
-    level = float(entry.get("ci_level") or 0.95)
-    q = 100 * (1 - level) / 2
+    q = 100 * (1 - entry.ci_level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column stays NaN
         lo, hi = np.nanpercentile(preds, [q, 100 - q], axis=0)
@@ -301,18 +201,16 @@ def _positive(y: np.ndarray) -> np.ndarray:
 
 
 def _floor(data: SweepData) -> float | None:
-    """The synthetic source's entropy rate in the loss's units (nats/token), if known."""
-    floor = (data.fit or {}).get("floor") or {}
-    if _col(data.fit, "loss", "val_loss") == "val_bpb":
-        return floor.get("entropy_bpb")
-    return floor.get("entropy_nats_per_token")
+    """The synthetic source's entropy rate in the loss's units, if known."""
+    return data.fit.floor_in_loss_units() if data.fit else None
 
 
 def _fit_points(data: SweepData) -> list[dict[str, Any]]:
     """The fitted points; without a fit, every completed run with N and a loss."""
-    if data.fit and data.fit.get("points"):
-        return [p for p in data.fit["points"] if p.get("N") and p.get("loss") is not None]
-    n_col, l_col = _col(data.fit, "n", "params_nonembedding"), _col(data.fit, "loss", "val_loss")
+    if data.fit:
+        return [{"run_id": p.run_id, "N": p.N, "D": p.D, "C": p.C, "loss": p.loss}
+                for p in data.fit.points]
+    n_col, l_col = _n_col(data), _l_col(data)
     pts = []
     for r in _completed(data.records):
         n, loss = _value(r, n_col), _value(r, l_col)
@@ -356,37 +254,36 @@ def fig_loss_vs_params(data: SweepData):
     pts = _fit_points(data)
     if not pts:
         raise _NoFigure("no completed run has both N and a loss")
-    fit = data.fit or {}
-    n_col, l_col = _col(fit, "n", "params_nonembedding"), _col(fit, "loss", "val_loss")
-    held = heldout_ids(fit, ["N"])
+    fit = data.fit
+    n_col, l_col = _n_col(data), _l_col(data)
+    held = _held(fit)
     fig, axes = _figure()
     ax = axes[0, 0]
-    used = _used_by_n_laws(fit)
+    n_laws = _laws(fit, ("N",))
+    used = set().union(*(e.fitted_run_ids for e in n_laws.values())) if n_laws else None
     if used is not None and len(used) < len(pts):
-        # A sweep that also varies D: L(N) is fitted to each size's lowest loss; the runs
-        # with fewer tokens are shown for context, in grey.
-        others = [p for p in pts if p["run_id"] not in used]
+        # A sweep that also varies D: the laws of N describe the largest D; the other runs
+        # are shown for context, in grey.
+        others = [p for p in pts if p["run_id"] not in used | held]
         ax.scatter([p["N"] for p in others], [p["loss"] for p in others], s=18,
-                   color="#BBBBBB", zorder=2, label="runs on fewer tokens (not in L(N))")
-        pts_n = [p for p in pts if p["run_id"] in used]
+                   color="#BBBBBB", zorder=2, label="runs at other D (not in L(N))")
+        pts_n = [p for p in pts if p["run_id"] in used | held]
     else:
         pts_n = pts
     _scatter_points(ax, pts_n, held, "N", "#000000", "runs (fitted)")
     grid = _grid([p["N"] for p in pts])
-    laws = fitted_laws(fit)
     drawn = []
     for law in LAW_ORDER:
-        entry = laws.get(law)
-        if not entry or list(entry.get("inputs") or []) != ["N"]:
+        entry = n_laws.get(law)
+        if entry is None:
             continue
         color = law_color(law)
-        y = _positive(predict(law, entry["params"], N=grid))
-        err = (entry.get("heldout") or {}).get("mean_abs_rel_err")
+        err = entry.heldout.mean_abs_rel_err
         label = LAW_LABELS.get(law, law) + (f"  (held-out err {100 * err:.1f}%)"
                                             if err is not None else "")
-        ax.plot(grid, y, color=color, lw=1.8, label=label,
-                ls="-." if law == "linear" else "-")
-        band = _band(law, entry, N=grid)
+        ax.plot(grid, _positive(predict(law, entry.params, N=grid)), color=color, lw=1.8,
+                label=label, ls="-." if law == "linear" else "-")
+        band = _band(entry, N=grid)
         if band is not None:
             ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, lw=0)
         drawn.append(law)
@@ -406,26 +303,27 @@ def fig_loss_vs_params(data: SweepData):
     ax.set_title("Loss vs model size")
     ax.legend(fontsize=8, loc="best")
     ax.grid(True, which="both", alpha=0.25)
-    level = next((laws[k].get("ci_level") for k in drawn if laws[k].get("ci_level")), 0.95)
+    level = next((n_laws[k].ci_level for k in drawn), 0.95)
+    what = next((n_laws[k].describes for k in drawn), "")
     caption = (f"{_label(l_col)} against {_label(n_col)}, log-log. Lines: fitted laws of N "
-               f"({', '.join(drawn) or 'none fitted'}); shaded: {100 * level:.0f}% bootstrap "
-               "band; hollow markers: runs held out of the fit.")
+               f"({', '.join(drawn) or 'none fitted'}{'; ' + what if what else ''}); shaded: "
+               f"{100 * level:.0f}% bootstrap band; hollow markers: the held-out runs (the "
+               "largest compute), which no law was fitted to.")
     return fig, caption
 
 
 def fig_loss_vs_compute(data: SweepData):
-    fit = data.fit or {}
-    l_col = _col(fit, "loss", "val_loss")
-    runs = [(r, _value(r, "flops"), _value(r, l_col), _value(r, _col(fit, "n",
-                                                                      "params_nonembedding")))
+    fit = data.fit
+    l_col, n_col = _l_col(data), _n_col(data)
+    runs = [(r, _value(r, "flops"), _value(r, l_col), _value(r, n_col))
             for r in _completed(data.records)]
     runs = [(r, c, loss, n) for r, c, loss, n in runs if c and loss is not None]
     if not runs:
         raise _NoFigure("no completed run has both FLOPs and a loss")
     from matplotlib.colors import LogNorm
 
-    co = fit.get("compute_optimal") or {}
-    two = bool(co.get("chinchilla") or (co.get("isoflop") or {}).get("budgets"))
+    co = fit.compute_optimal if fit else None
+    two = bool(co and (co.chinchilla or co.isoflop))
     fig, axes = _figure(ncols=2 if two else 1)
     ax = axes[0, 0]
     cs = np.array([c for _, c, _, _ in runs])
@@ -434,37 +332,45 @@ def fig_loss_vs_compute(data: SweepData):
     if np.isfinite(ns).any():
         norm = LogNorm(np.nanmin(ns), max(np.nanmax(ns), np.nanmin(ns) * 1.01))
         sc = ax.scatter(cs, ls, c=ns, cmap=SIZE_CMAP, norm=norm, s=28, zorder=3, label="runs")
-        fig.colorbar(sc, ax=ax, label=_label(_col(fit, "n", "params_nonembedding")))
+        fig.colorbar(sc, ax=ax, label=_label(n_col))
     else:
         ax.scatter(cs, ls, color=OKABE_ITO[0], s=28, zorder=3, label="runs")
-    # The empirical frontier: the lowest loss reached at or below each compute.
-    order = np.argsort(cs)
-    frontier = np.minimum.accumulate(ls[order])
-    keep = np.r_[True, frontier[1:] < frontier[:-1]]
-    ax.step(cs[order][keep], frontier[keep], where="post", color="#000000", lw=1.2,
-            label="empirical frontier")
+    # The frontier: the fitter's, when there is a fit (the same runs the compute law saw).
+    if fit:
+        on = {p.run_id: (p.C, p.loss) for p in fit.points}
+        fr = sorted(on[i] for i in fit.frontier_run_ids if i in on)
+    else:
+        idx = frontier(cs, ls)
+        fr = sorted(zip(cs[idx], ls[idx], strict=True))
+    if fr:
+        ax.step([c for c, _ in fr], [v for _, v in fr], where="post", color="#000000", lw=1.2,
+                label="frontier (lowest loss so far)")
     grid = _grid(cs, 1.5, 10.0)
-    laws = fitted_laws(fit)
-    if laws.get("compute"):
-        entry = laws["compute"]
-        ax.plot(grid, _positive(predict("compute", entry["params"], C=grid)),
+    entry = fit.laws.get("compute") if fit else None
+    if entry:
+        ax.plot(grid, _positive(predict("compute", entry.params, C=grid)),
                 color=law_color("compute"), lw=1.8, label=LAW_LABELS["compute"])
-        band = _band("compute", entry, C=grid)
+        band = _band(entry, C=grid)
         if band is not None:
             ax.fill_between(grid, band[0], band[1], color=law_color("compute"), alpha=0.18, lw=0)
-    n_opt, d_opt = _chinchilla_optimal(co.get("chinchilla"), grid)
-    if n_opt is not None and laws.get("chinchilla"):
-        ax.plot(grid, _positive(predict("chinchilla", laws["chinchilla"]["params"], N=n_opt,
+    n_opt = None
+    if co and co.chinchilla and fit.laws.get("chinchilla"):
+        n_opt, d_opt = allocate(co.chinchilla, grid)
+        ax.plot(grid, _positive(predict("chinchilla", fit.laws["chinchilla"].params, N=n_opt,
                                         D=d_opt)),
                 color=law_color("chinchilla"), lw=1.8, ls="--",
                 label="compute-optimal (Chinchilla fit)")
+    floor = _floor(data)
+    if floor:
+        ax.axhline(floor, color="#555555", ls="--", lw=1.0, label=f"entropy floor ({floor:.3g})")
     ax.set_xscale("log")
     _log_axes(ax, [], ls)
     # The runs set the view: a wide bootstrap band at the edge must not flatten them.
+    lo = min(list(ls) + ([floor] if floor else []))
     if ax.get_yscale() == "log":
-        ax.set_ylim(min(ls) / 1.2, max(ls) * 1.2)
+        ax.set_ylim(lo / 1.2, max(ls) * 1.2)
     else:
-        ax.set_ylim(min(ls) - 0.1 * np.ptp(ls) - 0.05 * abs(min(ls)),
+        ax.set_ylim(lo - 0.1 * np.ptp(ls) - 0.05 * abs(lo),
                     max(ls) + 0.1 * np.ptp(ls) + 0.05 * abs(max(ls)))
     ax.set_xlabel(_label("flops"))
     ax.set_ylabel(_label(l_col))
@@ -474,29 +380,23 @@ def fig_loss_vs_compute(data: SweepData):
     if two:
         _draw_allocation(axes[0, 1], co, grid, n_opt)
     return fig, ("Loss against training compute, coloured by model size; the step line is the "
-                 "lowest loss reached so far. Right: the compute-optimal model size N_opt(C) "
-                 "from the Chinchilla fit and the IsoFLOP minima, where available.")
+                 "fitter's frontier. Right: the compute-optimal model size N_opt(C) from the "
+                 "Chinchilla fit (shaded: its bootstrap interval) and the IsoFLOP minima.")
 
 
-def _chinchilla_optimal(entry: dict[str, Any] | None, C: np.ndarray):
-    """N_opt(C), D_opt(C) from fit.json's allocation, through the fitter's evaluator."""
-    if not entry or not all(k in entry for k in ("a", "b", "G")):
-        return None, None
-    from llmscale.fit.frontier import allocate
-
-    return allocate(entry, C)
-
-
-def _draw_allocation(ax, co: dict[str, Any], grid: np.ndarray, n_opt) -> None:
+def _draw_allocation(ax, co, grid: np.ndarray, n_opt) -> None:
+    ch = co.chinchilla
     if n_opt is not None:
-        a = co["chinchilla"]["a"]
         ax.plot(grid, n_opt, color=law_color("chinchilla"), lw=1.8,
-                label=f"Chinchilla fit: N_opt ∝ C^{a:.2f}")
-    budgets = (co.get("isoflop") or {}).get("budgets") or []
-    if budgets:
-        a = (co.get("isoflop") or {}).get("a")
-        ax.scatter([b["C"] for b in budgets], [b["N_opt"] for b in budgets], marker="D", s=40,
-                   color=OKABE_ITO[1], zorder=3,
+                label=f"Chinchilla fit: N_opt ∝ C^{ch.a:.2f}")
+        if len(ch.samples) >= 2:
+            ns = np.stack([allocate(ch, grid, s)[0] for s in ch.samples])
+            lo, hi = np.percentile(ns, [2.5, 97.5], axis=0)
+            ax.fill_between(grid, lo, hi, color=law_color("chinchilla"), alpha=0.18, lw=0)
+    if co.isoflop:
+        a = co.isoflop.a
+        ax.scatter([b.C for b in co.isoflop.budgets], [b.N_opt for b in co.isoflop.budgets],
+                   marker="D", s=40, color=OKABE_ITO[1], zorder=3,
                    label="IsoFLOP minima" + (f" (N_opt ∝ C^{a:.2f})" if a is not None else ""))
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -508,42 +408,35 @@ def _draw_allocation(ax, co: dict[str, Any], grid: np.ndarray, n_opt) -> None:
 
 
 def fig_isoflop(data: SweepData):
-    budgets = (((data.fit or {}).get("compute_optimal") or {}).get("isoflop") or {}).get("budgets")
-    if not budgets:
+    iso = data.fit.compute_optimal.isoflop if data.fit else None
+    if iso is None:
         raise _NoFigure("the fit has no IsoFLOP budgets (the sweep does not vary N at fixed "
                         "compute)")
-    pts = [p for p in _fit_points(data) if p.get("C")]
-    logc = np.log10([b["C"] for b in budgets])
-    # A point belongs to the nearest budget when within half the gap to the next one (and
-    # 0.15 decades at most: token counts are rounded, so C misses the budget slightly).
-    gaps = np.diff(np.sort(logc))
-    tol = min(0.15, 0.5 * gaps.min()) if len(gaps) else 0.15
+    by_id = {p.run_id: p for p in data.fit.points}
     fig, axes = _figure()
     ax = axes[0, 0]
     from matplotlib.colors import LogNorm
 
     cmap = _cmap(SIZE_CMAP)
-    norm = LogNorm(min(b["C"] for b in budgets) / 1.01, max(b["C"] for b in budgets) * 1.01)
-    all_n = [p["N"] for p in pts] + [b["N_opt"] for b in budgets]
-    for i, b in enumerate(sorted(budgets, key=lambda b: b["C"])):
-        color = cmap(norm(b["C"]) * 0.9)  # stop short of viridis' pale yellow end
-        mine = [p for p in pts if abs(math.log10(p["C"]) - math.log10(b["C"])) <= tol]
-        if mine:
-            ax.scatter([p["N"] for p in mine], [p["loss"] for p in mine], color=color, s=28,
-                       zorder=3)
-        par = b.get("parabola")
-        ns = [p["N"] for p in mine] + [b["N_opt"]]
-        if par and len(par) == 3:
-            x = np.linspace(math.log10(min(ns)) - 0.1, math.log10(max(ns)) + 0.1, 100)
-            ax.plot(10 ** x, np.polyval(par, x), color=color, lw=1.5, label=f"C = {b['C']:.2g}")
-        ax.scatter([b["N_opt"]], [b.get("loss_min", np.nan)], marker="*", s=140, color=color,
+    norm = LogNorm(min(b.C for b in iso.budgets) / 1.01, max(b.C for b in iso.budgets) * 1.01)
+    all_n, all_l = [], []
+    for i, b in enumerate(sorted(iso.budgets, key=lambda b: b.C)):
+        color = cmap(norm(b.C) * 0.9)  # stop short of viridis' pale yellow end
+        mine = [by_id[r] for r in b.run_ids if r in by_id]  # the fitter's grouping, not ours
+        ax.scatter([p.N for p in mine], [p.loss for p in mine], color=color, s=28, zorder=3)
+        ns = [p.N for p in mine] + [b.N_opt]
+        all_n += ns
+        all_l += [p.loss for p in mine]
+        x = np.linspace(math.log10(min(ns)) - 0.1, math.log10(max(ns)) + 0.1, 100)
+        ax.plot(10 ** x, np.polyval(b.parabola, x), color=color, lw=1.5, label=f"C = {b.C:.2g}")
+        ax.scatter([b.N_opt], [b.loss_min], marker="*", s=140, color=color,
                    edgecolors="#000000", linewidths=0.6, zorder=4,
                    label="parabola minimum" if i == 0 else None)
     ax.set_xscale("log")
-    _log_axes(ax, [], [p["loss"] for p in pts])
+    _log_axes(ax, [], all_l)
     ax.set_xlim(min(all_n) / 1.5, max(all_n) * 1.5)
-    ax.set_xlabel(_label(_col(data.fit, "n", "params_nonembedding")))
-    ax.set_ylabel(_label(_col(data.fit, "loss", "val_loss")))
+    ax.set_xlabel(_label(_n_col(data)))
+    ax.set_ylabel(_label(_l_col(data)))
     ax.set_title("IsoFLOP curves")
     ax.legend(fontsize=8, title="FLOPs budget", title_fontsize=8)
     ax.grid(True, which="both", alpha=0.25)
@@ -580,7 +473,7 @@ def _run_dir(data: SweepData, rec: RunRecord) -> Path | None:
     p = Path(rec.run_dir)
     # run_dir may be absolute or relative to the sweep dir (or the cwd of the sweep).
     for cand in (p, data.sweep_dir / p, data.sweep_dir / "runs" / p.name):
-        if (cand / "metrics.csv").is_file():
+        if (cand / layout.METRICS_FILE).is_file() or (cand / layout.POSITION_LOSS_FILE).is_file():
             return cand
     return None
 
@@ -588,13 +481,15 @@ def _run_dir(data: SweepData, rec: RunRecord) -> Path | None:
 def fig_learning_curves(data: SweepData):
     from matplotlib.colors import LogNorm
 
-    n_col = _col(data.fit, "n", "params_nonembedding")
+    n_col = _n_col(data)
     curves = []
     for rec in data.records:
         d = _run_dir(data, rec)
         if d is None:
             continue
-        m = read_metrics(d / "metrics.csv")
+        if not (d / layout.METRICS_FILE).is_file():
+            continue
+        m = read_metrics(d / layout.METRICS_FILE)
         if "tokens" not in m or not len(m["tokens"]):
             continue
         curves.append((rec, m))
@@ -652,16 +547,9 @@ COST_PANELS = (
 )
 
 
-def cost_predict(entry: dict[str, Any], x: np.ndarray) -> np.ndarray:
-    """A cost law y = k x^p, through the fitter's evaluator."""
-    from llmscale.fit.laws import predict_cost
-
-    return np.asarray(predict_cost(entry["params"], x), dtype=float)
-
-
 def fig_cost(data: SweepData):
-    n_col = _col(data.fit, "n", "params_nonembedding")
-    cost = (data.fit or {}).get("cost") or {}
+    n_col = _n_col(data)
+    cost = data.fit.cost if data.fit else {}
     panels = []
     for key, xexpr, ycol, ylabel in COST_PANELS:
         xs, ys = [], []
@@ -679,10 +567,10 @@ def fig_cost(data: SweepData):
     for ax, (key, xexpr, xs, ys, ylabel) in zip(axes[0], panels, strict=True):
         ax.scatter(xs, ys, color=OKABE_ITO[0], s=28, zorder=3, label="runs")
         entry = cost.get(key)
-        if entry and entry.get("params"):
+        if entry:
             grid = _grid(xs, 1.3, 3.0)
-            p = entry["params"]
-            ax.plot(grid, cost_predict(entry, grid), color=OKABE_ITO[1], lw=1.6,
+            p = entry.params
+            ax.plot(grid, predict_cost(p, grid), color=OKABE_ITO[1], lw=1.6,
                     label=f"y = {p['k']:.3g} · x^{p['p']:.2f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -693,18 +581,17 @@ def fig_cost(data: SweepData):
         ax.tick_params(axis="x", labelrotation=30)
     fig.suptitle("Cost: measured against size (the S, R, T of P(M) = f(S, R, T))")
     missing = [k for k, *_ in COST_PANELS if k not in {p[0] for p in panels}]
-    caption = "Measured cost against size, with the fitted cost laws y = k·x^p."
+    caption = "Measured cost against size, with the fitted cost laws y = k·x^p (robust fit)."
     if "gpu_hours" in missing:
         caption += " No GPU-hours panel: every run ran without a GPU (0 GPU-hours)."
     return fig, caption
 
 
 def fig_residuals(data: SweepData):
-    laws = {k: v for k, v in fitted_laws(data.fit).items() if v.get("residuals")}
+    laws = {k: v for k, v in _laws(data.fit).items() if v.residuals}
     if not laws:
         raise _NoFigure("no fitted law with residuals")
     n_of = {p["run_id"]: p["N"] for p in _fit_points(data)}
-    held = heldout_ids(data.fit)
     names = [k for k in LAW_ORDER if k in laws] + sorted(set(laws) - set(LAW_ORDER))
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
@@ -713,25 +600,103 @@ def fig_residuals(data: SweepData):
         if i >= len(names):
             ax.set_visible(False)
             continue
-        law = names[i]
-        res = [r for r in laws[law]["residuals"] if r.get("run_id") in n_of]
-        color = law_color(law)
-        for group, hollow in (([r for r in res if r["run_id"] not in held], False),
-                              ([r for r in res if r["run_id"] in held], True)):
-            if group:
-                ax.scatter([n_of[r["run_id"]] for r in group],
-                           [r["log_residual"] for r in group], s=30, zorder=3,
-                           facecolors="none" if hollow else color, edgecolors=color,
-                           label="held out" if hollow else "fitted")
+        entry = laws[names[i]]
+        color = law_color(entry.law)
+        res = [r for r in entry.residuals if r.run_id in n_of and r.log_residual is not None]
+        if res:
+            ax.scatter([n_of[r.run_id] for r in res], [r.log_residual for r in res], s=30,
+                       zorder=3, color=color, label="fitted (all points)")
+        h = entry.heldout
+        held = [(n_of[r], e) for r, e in zip(h.run_ids, h.errors, strict=False) if r in n_of]
+        if held:
+            ax.scatter([n for n, _ in held], [0.0] * len(held), s=0)  # keep them in view
         ax.axhline(0, color="#000000", lw=0.8)
         ax.set_xscale("log")
-        ax.set_title(LAW_LABELS.get(law, law), fontsize=9)
-        ax.set_xlabel(_label(_col(data.fit, "n", "params_nonembedding")))
+        err = h.mean_abs_rel_err
+        ax.set_title(LAW_LABELS.get(entry.law, entry.law)
+                     + (f"\nheld-out mean |err| {100 * err:.2f}%" if err is not None else ""),
+                     fontsize=9)
+        ax.set_xlabel(_label(_n_col(data)))
         ax.set_ylabel("log(observed / predicted)")
         ax.grid(True, which="both", alpha=0.25)
         ax.legend(fontsize=7)
-    return fig, ("Residuals of each law in log space (positive: the run did worse than "
-                 "predicted); hollow markers are held-out runs.")
+    return fig, ("Residuals of each law in log space on the points it was fitted to (positive: "
+                 "the run did worse than predicted); the title gives its error on the held-out "
+                 "runs (the largest compute), the same runs for every law.")
+
+
+def fig_position_loss(data: SweepData):
+    """Loss against token position by kind and size (Kaplan et al. 2020, Figure 20)."""
+    curves = []
+    for rec in _completed(data.records):
+        d = _run_dir(data, rec)
+        if d is None or not (d / layout.POSITION_LOSS_FILE).is_file():
+            continue
+        m = read_metrics(d / layout.POSITION_LOSS_FILE)
+        if "position" in m and "loss" in m and len(m["position"]):
+            curves.append((rec, m))
+    if not curves:
+        raise _NoFigure(f"no run directory has a {layout.POSITION_LOSS_FILE}")
+    from matplotlib.colors import LogNorm
+
+    n_col = _n_col(data)
+    sizes = [_value(r, n_col) or 1.0 for r, _ in curves]
+    norm = LogNorm(min(sizes), max(max(sizes), min(sizes) * 1.01))
+    cmap = _cmap(SIZE_CMAP)
+    fig, axes = _figure(width=7.2)
+    ax = axes[0, 0]
+    kinds = sorted({kind_of(r) for r, _ in curves})
+    for (rec, m), n in zip(curves, sizes, strict=True):
+        ok = np.isfinite(m["loss"]) & (m["position"] > 0)
+        ax.plot(m["position"][ok], m["loss"][ok], color=cmap(norm(n) * 0.9), lw=1.0,
+                ls=KIND_STYLES.get(kind_of(rec), "-."))
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.lines import Line2D
+
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=_label(n_col))
+    ax.legend(handles=[Line2D([], [], color="#555555", ls=KIND_STYLES.get(k, "-."), label=k)
+                       for k in kinds], fontsize=8, title="model kind", title_fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("token position in the context")
+    ax.set_ylabel("validation loss (nats/token)")
+    ax.set_title("Loss by token position")
+    ax.grid(True, which="both", alpha=0.25)
+    return fig, ("Per-token validation loss against position in the context (for recurrent "
+                 "models: distance from the last state reset), by model kind (line style) and "
+                 "size (colour), as in Kaplan et al. 2020, Figure 20.")
+
+
+def fig_kinds(data: SweepData):
+    """One compute law per model kind, side by side, with where the curves cross."""
+    groups = data.fit.groups if data.fit else {}
+    if len(groups) < 2:
+        raise _NoFigure("the sweep holds one model kind")
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    for i, (kind, g) in enumerate(sorted(groups.items())):
+        color = OKABE_ITO[i % len(OKABE_ITO)]
+        pts = [p for p in g.points if p.C]
+        ax.scatter([p.C for p in pts], [p.loss for p in pts], s=20, color=color, zorder=3,
+                   label=f"{kind} runs")
+        entry = g.laws.get("compute")
+        if entry and pts:
+            grid = _grid([p.C for p in pts], 1.5, 10.0)
+            ax.plot(grid, _positive(predict("compute", entry.params, C=grid)), color=color,
+                    lw=1.6, ls=KIND_STYLES.get(kind, "-."), label=f"{kind}: L(C)")
+    for c in data.fit.crossings:
+        if c.law == "compute" and c.at is not None:
+            ax.axvline(c.at, color="#777777", lw=0.8, ls=":")
+            if c.interval:
+                ax.axvspan(c.interval[0], c.interval[1], color="#999999", alpha=0.12, lw=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(_label("flops"))
+    ax.set_ylabel(_label(_l_col(data)))
+    ax.set_title("Model kinds: loss vs compute")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.25)
+    return fig, ("Each model kind's runs and its own compute law L(C); the dotted line and the "
+                 "shaded band mark where two kinds' curves cross, with its bootstrap interval.")
 
 
 FIGURES = (
@@ -741,8 +706,6 @@ FIGURES = (
     ("learning_curves", fig_learning_curves),
     ("cost", fig_cost),
     ("residuals", fig_residuals),
+    ("position_loss", fig_position_loss),
+    ("kinds", fig_kinds),
 )
-
-
-__all__ = ["make_plots", "plot_cli", "load_sweep", "SweepData", "read_metrics", "heldout_ids",
-           "FIGURES"]

@@ -14,34 +14,24 @@ import base64
 import html
 import json
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmscale.plots import (
-    LAW_LABELS,
-    LAW_ORDER,
-    MANIFEST,
-    PLOTS_DIR,
-    SweepData,
-    fitted_laws,
-    heldout_ids,
-    load_sweep,
-    make_plots,
-    run_fit,
-)
-from llmscale.records import atomic_write_text
+from llmscale import layout
+from llmscale.analysis import SweepData, load_sweep
+from llmscale.atomic import atomic_write_text
+from llmscale.fit.frontier import allocation_interval
+from llmscale.fit.guard import law_warnings, plan_budget
+from llmscale.fit.result import FitResult, LawFit
+from llmscale.plots import LAW_LABELS, LAW_ORDER, make_plots
 
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-
-# What each law needs from the data, to say why one is missing when the fitter gives no reason.
+# What each law needs from the data, said when a law is missing and the fitter gave no reason.
 LAW_NEEDS = {
-    "linear": "at least 2 distinct model sizes N",
-    "power": "at least 2 distinct model sizes N",
-    "saturating": "at least 3 distinct model sizes N",
+    "linear": "at least 2 distinct model sizes N at the largest D",
+    "power": "at least 2 distinct model sizes N at the largest D",
+    "saturating": "at least 3 distinct model sizes N at the largest D",
     "chinchilla": "several model sizes N and several token counts D",
     "compute": "completed runs spread over several compute budgets C",
 }
@@ -55,57 +45,31 @@ class Block:
     figure: str = ""  # figure name in plots/plots.json
 
 
-# --------------------------------------------------------------------------- entry points
-
-
-def build_all(sweep_dir: Path, *, bootstrap: int | None = None) -> None:
-    """After a sweep: fit (writes fit.json), draw the figures, write the report.
-
-    Works on partial sweeps and on sweeps too small for some laws: what cannot be fitted or
-    drawn is named in the report with the reason. bootstrap: resamples for the fit's
-    confidence intervals (None: the fitter's default).
-    """
-    sweep_dir = Path(sweep_dir)
-    note = run_fit(sweep_dir, bootstrap=bootstrap)  # the sweep has just changed results.csv: always refit
-    data = load_sweep(sweep_dir, refit=False)
-    if note:
-        data = SweepData(data.sweep_dir, data.records, data.problems, data.fit,
-                         note + ("; showing the older fit.json" if data.fit else ""))
-    make_plots(sweep_dir, data)
-    write_report(sweep_dir, data)
-
-
-def report_cli(sweep_dir: Path) -> int:
-    sweep_dir = Path(sweep_dir)
-    data = load_sweep(sweep_dir)
-    if data.fit_note:
-        print(f"llmscale: {data.fit_note}", file=sys.stderr)
-    if _plots_stale(sweep_dir):
-        make_plots(sweep_dir, data)
-    md, page = write_report(sweep_dir, data)
-    print(f"wrote {md} and {page}")
-    return 0
+# --------------------------------------------------------------------------- entry point
 
 
 def write_report(sweep_dir: Path, data: SweepData | None = None) -> tuple[Path, Path]:
-    """Write report.md and report.html from results.csv, fit.json and the figures."""
+    """Write report.md and report.html from the records, the fit result and the figures
+    (drawn first when plots.json is missing or older than results.csv or fit.json)."""
     sweep_dir = Path(sweep_dir)
-    data = data or load_sweep(sweep_dir)
+    data = data or load_sweep(sweep_dir, refit=False)
+    man = layout.plots_dir(sweep_dir) / layout.PLOTS_MANIFEST
     if _plots_stale(sweep_dir):
-        make_plots(sweep_dir, data)
-    manifest = json.loads((sweep_dir / PLOTS_DIR / MANIFEST).read_text(encoding="utf-8"))
+        manifest = make_plots(sweep_dir, data)
+    else:
+        manifest = json.loads(man.read_text(encoding="utf-8"))
     blocks = report_blocks(data, manifest)
-    md, page = sweep_dir / REPORT_MD, sweep_dir / REPORT_HTML
+    md, page = sweep_dir / layout.REPORT_MD, sweep_dir / layout.REPORT_HTML
     atomic_write_text(md, render_markdown(blocks, manifest))
-    atomic_write_text(page, render_html(blocks, manifest, sweep_dir / PLOTS_DIR))
+    atomic_write_text(page, render_html(blocks, manifest, layout.plots_dir(sweep_dir)))
     return md, page
 
 
 def _plots_stale(sweep_dir: Path) -> bool:
-    man = sweep_dir / PLOTS_DIR / MANIFEST
+    man = layout.plots_dir(sweep_dir) / layout.PLOTS_MANIFEST
     if not man.is_file():
         return True
-    inputs = [sweep_dir / "results.csv", sweep_dir / "fit.json"]
+    inputs = [layout.results_path(sweep_dir), layout.fit_path(sweep_dir)]
     newest = max(p.stat().st_mtime for p in inputs if p.is_file())
     return man.stat().st_mtime < newest
 
@@ -114,7 +78,7 @@ def _plots_stale(sweep_dir: Path) -> bool:
 
 
 def report_blocks(data: SweepData, manifest: dict[str, Any]) -> list[Block]:
-    fit = data.fit or {}
+    fit = data.fit
     name = next((r.sweep for r in data.records if r.sweep), data.sweep_dir.name)
     b: list[Block] = [Block("h1", f"Scaling report: {name}")]
     if data.fit_note:
@@ -123,9 +87,11 @@ def report_blocks(data: SweepData, manifest: dict[str, Any]) -> list[Block]:
     b += _laws(data)
     b += _founding(fit, data.fit_note)
     b += _compute_optimal(fit)
+    b += _kinds(fit)
     b += _cost(data)
     b += _floor(fit)
-    b += [Block("h2", "Training"), Block("figure", figure="learning_curves")]
+    b += [Block("h2", "Training"), Block("figure", figure="learning_curves"),
+          Block("figure", figure="position_loss")]
     b += _results_table(data)
     b += _skipped(data)
     return b
@@ -163,7 +129,7 @@ def _summary(data: SweepData) -> list[Block]:
                       for r in recs if r.device_name or r.gpu_count is not None)
 
     def total(col):
-        vals = [getattr(r, col) for r in recs if getattr(r, col) is not None]
+        vals = [getattr(r, col) for r in recs if getattr(r, col, None) is not None]
         return (sum(vals), len(vals)) if vals else (None, 0)
 
     gpu_h, n_gh = total("gpu_hours")
@@ -176,56 +142,62 @@ def _summary(data: SweepData) -> list[Block]:
             ("total wall time", (f"{fmt(wall)} s ({fmt(wall / 3600)} h)" if wall is not None
                                  else "–") + (f" (from {n_w} runs)" if n_w < len(recs) else "")),
             ("training tokens", fmt(tokens)), ("training compute", f"{fmt(flops)} FLOPs")]
-    if data.fit:
-        rows += [("fitted on", f"{len(data.fit.get('points') or [])} points: loss column "
-                               f"`{data.fit.get('loss')}`, N column `{data.fit.get('n')}`, "
-                               f"several runs per shape reduced by `{data.fit.get('reduce')}`")]
+    fit = data.fit
+    if fit:
+        rows += [("fitted on", f"{len(fit.points)} points: loss column `{fit.loss_column}`, "
+                               f"N column `{fit.n_column}`, several runs per shape reduced by "
+                               f"`{fit.reduce}`")]
     out = [Block("h2", "Sweep summary"), Block("table", rows=(("quantity", "value"), *rows))]
-    notes = (data.fit or {}).get("notes") or []
-    if notes:
-        out += [Block("p", "Notes from the fit:"), Block("list", rows=tuple(map(str, notes)))]
+    if fit and fit.notes:
+        out += [Block("p", "Notes from the fit:"), Block("list", rows=tuple(fit.notes))]
     if data.problems:
         out += [Block("p", f"{len(data.problems)} rows of results.csv could not be read and are "
                            "left out:"), Block("list", rows=tuple(data.problems))]
     return out
 
 
-def _param_ci(entry: dict[str, Any]) -> str:
-    ci = entry.get("ci") or {}
+def _param_ci(entry: LawFit) -> str:
     parts = []
-    for k, v in (entry.get("params") or {}).items():
-        lo_hi = ci.get(k)
-        parts.append(f"{k} = {fmt(v)}" + (f" [{fmt(lo_hi[0])}, {fmt(lo_hi[1])}]"
-                                          if lo_hi and len(lo_hi) == 2 else ""))
+    for k, v in entry.params.items():
+        iv = entry.intervals.get(k)
+        parts.append(f"{k} = {fmt(v)}" + (f" [{fmt(iv[0])}, {fmt(iv[1])}]" if iv else ""))
     return "; ".join(parts)
 
 
+def _ordered(fit: FitResult) -> list[str]:
+    return [k for k in LAW_ORDER if k in fit.laws] + sorted(set(fit.laws) - set(LAW_ORDER))
+
+
 def _laws(data: SweepData) -> list[Block]:
-    fit = data.fit or {}
-    laws = fitted_laws(fit)
+    fit = data.fit
     out = [Block("h2", "Scaling laws")]
-    if not data.fit:
+    if fit is None:
         return out + [Block("p", _sentence(data.fit_note or "no fit: fit.json is missing"))]
-    level = next((e.get("ci_level") for e in laws.values() if e.get("ci_level")), 0.95)
+    level = next((e.ci_level for e in fit.laws.values()), 0.95)
     rows = []
-    for law in [k for k in LAW_ORDER if k in laws] + sorted(set(laws) - set(LAW_ORDER)):
-        e = laws[law]
-        h = e.get("heldout") or {}
-        rows.append((LAW_LABELS.get(law, law), ", ".join(e.get("inputs") or []), _param_ci(e),
-                     _pct(h.get("mean_abs_rel_err")), _pct(h.get("max_abs_rel_err")),
-                     f"{h.get('n_fit', '–')} / {h.get('n_heldout', '–')}" if "n_fit" in h
-                     else f"none held out: {h.get('reason', 'no held-out split')}"))
+    for law in _ordered(fit):
+        e = fit.laws[law]
+        h = e.heldout
+        rows.append((LAW_LABELS.get(law, law), e.describes, _param_ci(e),
+                     _pct(h.mean_abs_rel_err), _pct(h.max_abs_rel_err),
+                     f"{h.n_fit} / {len(h.run_ids)}" if h.mean_abs_rel_err is not None
+                     else f"none held out: {h.reason}",
+                     "reliable" if not law_warnings(fit, e) else "not reliable"))
     if rows:
-        out.append(Block("p", f"Parameters with {100 * level:.0f}% bootstrap intervals; held-out "
-                              "error is the relative error of the law on runs it was not fitted "
-                              "to (the largest ones)."))
-        out.append(Block("table", rows=(("law", "inputs", f"parameters [{100 * level:.0f}% CI]",
+        out.append(Block("p", f"Parameters with {100 * level:.0f}% bootstrap intervals (runs "
+                              "resampled before the best-per-shape selection). Every law is "
+                              f"scored on the same held-out runs, {fit.heldout_rule}: "
+                              + (", ".join(fit.heldout_run_ids) or "none") + "."))
+        out.append(Block("table", rows=(("law", "describes", f"parameters [{100 * level:.0f}% CI]",
                                          "held-out mean |err|", "held-out max |err|",
-                                         "runs fitted / held out"), *rows)))
-    if fit.get("ranking"):
-        out.append(Block("p", "Ranking by held-out error, best first: "
-                              + " > ".join(fit["ranking"]) + "."))
-    missing = [k for k in LAW_ORDER if k not in laws]
+                                         "points fitted / held out", "verdict"), *rows)))
+    if fit.ranking:
+        out.append(Block("p", "Ranking by held-out error on those runs, best first: "
+                              + " > ".join(fit.ranking) + "."))
+    why = [w for law in _ordered(fit) for w in law_warnings(fit, fit.laws[law])]
+    if why:
+        out += [Block("p", "Why a law is marked not reliable:"), Block("list", rows=tuple(why))]
+    missing = [k for k in LAW_ORDER if k not in fit.laws]
     if missing:
         out.append(Block("p", "Not fitted:"))
         out.append(Block("list", rows=tuple(f"{k}: {_why_missing(k, fit)}" for k in missing)))
@@ -233,40 +205,26 @@ def _laws(data: SweepData) -> list[Block]:
     return out
 
 
-def _why_missing(law: str, fit: dict[str, Any]) -> str:
-    """The fitter's reason if fit.json gives one, else what the data lacks."""
-    entry = (fit.get("laws") or {}).get(law)
-    if isinstance(entry, dict):
-        for key in ("error", "reason", "skipped"):
-            if entry.get(key):
-                return str(entry[key])
-    for key in ("not_fitted", "unfitted", "missing", "failed"):
-        reasons = fit.get(key)
-        if isinstance(reasons, dict) and reasons.get(law):
-            r = reasons[law]
-            return r if isinstance(r, str) else json.dumps(r)
-    pts = fit.get("points") or []
-    n_sizes = len({p.get("N") for p in pts})
-    n_tokens = len({p.get("D") for p in pts})
-    return (f"the data has {len(pts)} fitted points, {n_sizes} distinct N and {n_tokens} "
-            f"distinct D; this law needs {LAW_NEEDS.get(law, 'more data')}")
+def _why_missing(law: str, fit: FitResult) -> str:
+    """The fitter's reason, else what the data lacks."""
+    if law in fit.not_fitted:
+        return fit.not_fitted[law]
+    return f"not requested; it needs {LAW_NEEDS.get(law, 'more data')}"
 
 
-def _founding(fit: dict[str, Any], fit_note: str) -> list[Block]:
-    laws = fitted_laws(fit)
+def _founding(fit: FitResult | None, fit_note: str) -> list[Block]:
     out = [Block("h2", "The founding linear model P(M) = aM + b against the power laws")]
-    lin = laws.get("linear")
-    if not fit:
+    if fit is None:
         return out + [Block("p", _sentence(fit_note or "no fit: fit.json is missing"))]
-    if not lin:
+    lin = fit.laws.get("linear")
+    if lin is None:
         return out + [Block("p", "The linear model was not fitted: "
                                  + _why_missing("linear", fit) + ".")]
-    p = lin.get("params") or {}
-    err = (lin.get("heldout") or {}).get("mean_abs_rel_err")
-    text = (f"Fitted: L = {fmt(p.get('a'))}·N + {fmt(p.get('b'))}, held-out error "
+    err = lin.heldout.mean_abs_rel_err
+    text = (f"Fitted: L = {fmt(lin.params['a'])}·N + {fmt(lin.params['b'])}, held-out error "
             f"{_pct(err)}.")
-    others = [(k, (laws[k].get("heldout") or {}).get("mean_abs_rel_err"))
-              for k in ("power", "saturating", "chinchilla") if k in laws]
+    others = [(k, fit.laws[k].heldout.mean_abs_rel_err)
+              for k in ("power", "saturating", "chinchilla") if k in fit.laws]
     others = [(k, e) for k, e in others if e is not None]
     if others and err is not None:
         best, best_err = min(others, key=lambda t: t[1])
@@ -277,36 +235,105 @@ def _founding(fit: dict[str, Any], fit_note: str) -> list[Block]:
             text += (f" On these runs the linear model predicts the held-out runs as well as "
                      f"the best power law ({best}, {_pct(best_err)}): the sizes span too "
                      "little for curvature to show.")
-    rows = [(LAW_LABELS.get(k, k), _pct((laws[k].get("heldout") or {}).get("mean_abs_rel_err")),
-             _pct((laws[k].get("heldout") or {}).get("max_abs_rel_err")))
-            for k in LAW_ORDER if k in laws and k != "compute"]
+    rows = [(LAW_LABELS.get(k, k), _pct(fit.laws[k].heldout.mean_abs_rel_err),
+             _pct(fit.laws[k].heldout.max_abs_rel_err))
+            for k in LAW_ORDER if k in fit.laws and k != "compute"]
     out += [Block("p", text + " Its line is the dash-dotted one on the loss-vs-N figure above."),
             Block("table", rows=(("law", "held-out mean |err|", "held-out max |err|"), *rows))]
     return out
 
 
-def _compute_optimal(fit: dict[str, Any]) -> list[Block]:
-    co = fit.get("compute_optimal") or {}
+def _compute_optimal(fit: FitResult | None) -> list[Block]:
     out = [Block("h2", "Compute-optimal allocation")]
-    ch, iso = co.get("chinchilla"), co.get("isoflop")
+    ch = fit.compute_optimal.chinchilla if fit else None
+    iso = fit.compute_optimal.isoflop if fit else None
     if ch:
-        out.append(Block("p", f"From the Chinchilla fit: N_opt = {ch.get('N_opt', 'G·(C/6)^a')}, "
-                              f"D_opt = {ch.get('D_opt', '(C/6)^b / G')} with a = {fmt(ch.get('a'))}"
-                              f", b = {fmt(ch.get('b'))}, G = {fmt(ch.get('G'))}."))
+        iv = ch.intervals
+        out.append(Block("p", f"From the Chinchilla fit: N_opt = G·(C/q)^a, D_opt = C / (q·N_opt^r) "
+                              f"with a = {fmt(ch.a)}" + (f" [{fmt(iv['a'][0])}, {fmt(iv['a'][1])}]"
+                                                         if "a" in iv else "")
+                              + f", b = {fmt(ch.b)}" + (f" [{fmt(iv['b'][0])}, {fmt(iv['b'][1])}]"
+                                                        if "b" in iv else "")
+                              + f", G = {fmt(ch.G)}; FLOPs per token = {fmt(ch.q)}·N^{fmt(ch.r)} "
+                                "from the runs' own records."))
+        out += _planner_table(fit)
     if iso:
-        out.append(Block("p", f"From IsoFLOP parabolas: N_opt ∝ C^{fmt(iso.get('a'))}, "
-                              f"D_opt ∝ C^{fmt(iso.get('b'))}."))
-        rows = [(fmt(x.get("C")), fmt(x.get("N_opt")), fmt(x.get("D_opt")),
-                 fmt(x.get("loss_min"))) for x in iso.get("budgets") or []]
-        if rows:
-            out.append(Block("table", rows=(("budget C (FLOPs)", "N_opt (params)",
-                                             "D_opt (tokens)", "loss at minimum (nats/token)"),
-                                            *rows)))
+        out.append(Block("p", f"From IsoFLOP parabolas: N_opt ∝ C^{fmt(iso.a)}, "
+                              f"D_opt ∝ C^{fmt(iso.b)}."))
+        rows = []
+        for x in iso.budgets:
+            nd = allocation_interval(ch, x.C) if ch else None
+            agree = ("–" if nd is None else "yes" if nd[0][0] <= x.N_opt <= nd[0][1] else "no")
+            rows.append((fmt(x.C), fmt(x.N_opt), fmt(x.D_opt), fmt(x.loss_min),
+                         f"[{fmt(nd[0][0])}, {fmt(nd[0][1])}]" if nd else "–", agree))
+        out.append(Block("table", rows=(("budget C (FLOPs)", "IsoFLOP N_opt (params)",
+                                         "D_opt (tokens)", "loss at minimum",
+                                         "Chinchilla N_opt 95% interval", "agree"), *rows)))
     if not ch and not iso:
         out.append(Block("p", "No compute-optimal allocation: it needs the Chinchilla law "
-                              "(several N and several D) or IsoFLOP budgets (several N at each of "
-                              "several fixed compute budgets)."))
+                              "(several N and several D, positive exponents) or IsoFLOP budgets "
+                              "(several N at each of several fixed compute budgets)."))
     return out + [Block("figure", figure="loss_vs_compute"), Block("figure", figure="isoflop")]
+
+
+def _planner_table(fit: FitResult) -> list[Block]:
+    """The budget planner at the sweep's largest compute and 10x, 100x, 1000x beyond it."""
+    c_max = fit.extent.C
+    if not c_max:
+        return []
+    rows, warn = [], []
+    for factor in (1, 10, 100, 1000):
+        r = plan_budget(fit, flops=c_max * factor)
+        ni, ci = r.N_opt_interval, r.interval
+        rows.append((fmt(r.inputs["C"]), f"{fmt(r.inputs['N'])}" + (
+            f" [{fmt(ni[0])}, {fmt(ni[1])}]" if ni else ""), fmt(r.inputs["D"]),
+            f"{fmt(r.loss, 4)}" + (f" [{fmt(ci[0], 4)}, {fmt(ci[1], 4)}]" if ci else ""),
+            f"{factor}×", "reliable" if r.reliable else "not reliable"))
+        warn += [f"C = {fmt(r.inputs['C'])}: {w}" for w in r.warnings]
+    out = [Block("p", "The budget planner (`llmscale predict --budget-flops C`) at the sweep's "
+                      "largest compute and beyond, with 95% bootstrap intervals:"),
+           Block("table", rows=(("C (FLOPs)", "N_opt [95%]", "D_opt (tokens)",
+                                 "predicted loss [95%]", "× largest C", "verdict"), *rows))]
+    if warn:
+        out += [Block("p", "Not reliable, because:"), Block("list", rows=tuple(dict.fromkeys(warn)))]
+    return out
+
+
+def _kinds(fit: FitResult | None) -> list[Block]:
+    if fit is None or len(fit.groups) < 2:
+        return []
+    kinds = sorted(fit.groups)
+    laws = [k for k in LAW_ORDER if any(k in fit.groups[g].laws for g in kinds)]
+    rows = []
+    for law in laws:
+        cells = [LAW_LABELS.get(law, law)]
+        for g in kinds:
+            e = fit.groups[g].laws.get(law)
+            cells.append(_exponents(e) if e else "not fitted")
+        rows.append(tuple(cells))
+    out = [Block("h2", "Model kinds side by side"),
+           Block("p", "One fit per model kind (exponents with 95% bootstrap intervals; held-out "
+                      "error on each kind's own largest-compute runs)."),
+           Block("table", rows=(("law", *kinds), *rows))]
+    cross = []
+    for c in fit.crossings:
+        where = ("no crossing within 1000× of the data" if c.at is None else
+                 f"{c.input} = {fmt(c.at)}" + (f" [{fmt(c.interval[0])}, {fmt(c.interval[1])}]"
+                                               if c.interval else ""))
+        cross.append((LAW_LABELS.get(c.law, c.law), f"{c.kinds[0]} vs {c.kinds[1]}", where,
+                      f"{100 * c.fraction:.0f}%"))
+    if cross:
+        out.append(Block("table", rows=(("law", "kinds", "curves cross at [95%]",
+                                         "bootstrap pairs that cross"), *cross)))
+    return out + [Block("figure", figure="kinds")]
+
+
+def _exponents(e: LawFit) -> str:
+    names = [k for k in e.params if k in ("alpha", "beta", "gamma", "E")]
+    err = e.heldout.mean_abs_rel_err
+    return "; ".join(f"{k} = {fmt(e.params[k])}" + (
+        f" [{fmt(e.intervals[k][0])}, {fmt(e.intervals[k][1])}]" if k in e.intervals else "")
+                     for k in names) + (f"; held-out {_pct(err)}" if err is not None else "")
 
 
 COST_LABELS = {"wall_time_s": "wall time (s)", "gpu_hours": "GPU-hours",
@@ -314,20 +341,17 @@ COST_LABELS = {"wall_time_s": "wall time (s)", "gpu_hours": "GPU-hours",
 
 
 def _cost(data: SweepData) -> list[Block]:
-    cost = (data.fit or {}).get("cost") or {}
+    cost = data.fit.cost if data.fit else {}
     out = [Block("h2", "Cost laws: P(M) = f(S, R, T)"),
            Block("p", "Measured GPU count (S), wall time (R) and checkpoint size (T), fitted as "
-                      "y = k·x^p in log space.")]
+                      "y = k·x^p with a Huber loss in log space (one slow run does not tilt it).")]
     rows = []
     for key, e in cost.items():
-        ci = e.get("ci") or {}
-        p = e.get("params") or {}
-        rows.append((COST_LABELS.get(key, key), e.get("x", "–"),
-                     f"{fmt(p.get('k'))}" + (f" [{fmt(ci['k'][0])}, {fmt(ci['k'][1])}]"
-                                             if ci.get("k") else ""),
-                     f"{fmt(p.get('p'))}" + (f" [{fmt(ci['p'][0])}, {fmt(ci['p'][1])}]"
-                                             if ci.get("p") else ""),
-                     str(e.get("n", "–"))))
+        ci, p = e.intervals, e.params
+        rows.append((COST_LABELS.get(key, key), e.x,
+                     fmt(p["k"]) + (f" [{fmt(ci['k'][0])}, {fmt(ci['k'][1])}]" if "k" in ci else ""),
+                     fmt(p["p"]) + (f" [{fmt(ci['p'][0])}, {fmt(ci['p'][1])}]" if "p" in ci else ""),
+                     str(e.n)))
     if rows:
         out.append(Block("table", rows=(("cost y", "x", "k", "p", "runs"), *rows)))
     else:
@@ -337,39 +361,38 @@ def _cost(data: SweepData) -> list[Block]:
     return out + [Block("figure", figure="cost")]
 
 
-def _floor(fit: dict[str, Any]) -> list[Block]:
-    floor = (fit.get("floor") or {}).get("entropy_nats_per_token")
+def _floor(fit: FitResult | None) -> list[Block]:
+    floor = fit.floor.entropy_nats_per_token if fit and fit.floor else None
     if floor is None:
         return []
-    laws = fitted_laws(fit)
-    rows = [("entropy of the synthetic source", fmt(floor), "", "")]
+    rows = [("entropy of the synthetic source", fmt(floor, 4), "", "")]
     for k in ("saturating", "chinchilla", "compute"):
-        e = (laws.get(k) or {}).get("params", {}).get("E")
+        e = fit.laws.get(k)
         if e is None:
             continue
-        ci = ((laws[k].get("ci") or {}).get("E")) or None
-        lo, hi = (ci[0], ci[1]) if ci else (e, e)
+        v = e.params["E"]
+        lo, hi = e.intervals.get("E", (v, v))
         verdict = ("consistent: the interval holds the floor" if lo <= floor <= hi else
-                   "above the floor: possible, a gap the law says size cannot close" if lo > floor else
-                   "below the floor: impossible, the law extrapolates badly")
-        rows.append((f"E of the {k} law", fmt(e), f"[{fmt(lo)}, {fmt(hi)}]" if ci else "",
-                     verdict))
+                   "above the floor: possible, a gap the law says size cannot close"
+                   if lo > floor else "below the floor: impossible, not reliable")
+        rows.append((f"E of the {k} law", fmt(v, 4),
+                     f"[{fmt(lo, 4)}, {fmt(hi, 4)}]" if "E" in e.intervals else "", verdict))
     return [Block("h2", "Irreducible loss vs the true entropy"),
             Block("p", "The synthetic source's entropy rate is the lowest loss any model can "
                        "reach; a fitted E below it means the law extrapolates too far."),
             Block("table", rows=(("", "nats/token", "CI", "vs the floor"), *rows))]
 
 
-RESULT_COLUMNS = (("run_id", "run"), ("status", "status"), ("hidden_dim", "hidden"),
-                  ("num_layers", "layers"), ("params_nonembedding", "N (params)"),
-                  ("tokens", "D (tokens)"), ("flops", "C (FLOPs)"),
-                  ("val_loss", "val loss (nats/token)"), ("val_bpb", "val bits/byte"),
-                  ("wall_time_s", "wall time (s)"), ("gpu_hours", "GPU-hours"),
-                  ("checkpoint_bytes", "checkpoint (bytes)"))
+RESULT_COLUMNS = (("run_id", "run"), ("status", "status"), ("model_kind", "kind"),
+                  ("hidden_dim", "hidden"), ("num_layers", "layers"),
+                  ("params_nonembedding", "N (params)"), ("tokens", "D (tokens)"),
+                  ("flops", "C (FLOPs)"), ("val_loss", "val loss (nats/token)"),
+                  ("val_bpb", "val bits/byte"), ("wall_time_s", "wall time (s)"),
+                  ("gpu_hours", "GPU-hours"), ("checkpoint_bytes", "checkpoint (bytes)"))
 
 
 def _results_table(data: SweepData) -> list[Block]:
-    held = heldout_ids(data.fit)
+    held = set(data.fit.heldout_run_ids) if data.fit else set()
     key = lambda r: (r.params_nonembedding or 0, r.tokens or 0, r.run_id)  # noqa: E731
     rows = []
     for r in sorted(data.records, key=key):
@@ -382,15 +405,15 @@ def _results_table(data: SweepData) -> list[Block]:
 
 
 def _skipped(data: SweepData) -> list[Block]:
-    skipped = (data.fit or {}).get("skipped")
-    if skipped is None:  # no fit: list the runs that a fit would skip
-        skipped = [{"run_id": r.run_id, "status": r.status, "reason": r.error or "not completed"}
+    if data.fit is not None:
+        skipped = [(s.run_id, s.status, s.reason) for s in data.fit.skipped]
+    else:  # no fit: list the runs that a fit would skip
+        skipped = [(r.run_id, r.status, r.error or "not completed")
                    for r in data.records if r.status != "completed"]
     if not skipped:
         return [Block("h2", "Skipped runs"), Block("p", "None: every run was used.")]
-    rows = [(s.get("run_id", "–"), s.get("status", "–"), s.get("reason", "–")) for s in skipped]
     return [Block("h2", "Skipped runs"),
-            Block("table", rows=(("run", "status", "why it is not in the fit"), *rows))]
+            Block("table", rows=(("run", "status", "why it is not in the fit"), *skipped))]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -421,7 +444,7 @@ def render_markdown(blocks: list[Block], manifest: dict[str, Any]) -> str:
             entry = manifest.get(b.figure) or {}
             png = next((f for f in entry.get("files", []) if f.endswith(".png")), None)
             if png:
-                lines += [f"![{b.figure}]({PLOTS_DIR}/{png})", "", f"*{entry.get('caption', '')}*",
+                lines += [f"![{b.figure}]({layout.PLOTS_DIR}/{png})", "", f"*{entry.get('caption', '')}*",
                           ""]
             else:
                 lines += [f"*Figure {b.figure} not drawn: "

@@ -1,118 +1,109 @@
-"""report.py: report.md and a self-contained report.html, on synthetic and real sweeps."""
+"""report.py: report.md and a self-contained report.html, from the real fitter's output on
+synthetic records and on a real sweep."""
 
 from __future__ import annotations
 
 import base64
 import re
 
-from test_plots_data import drop_columns, make_fit, make_records, shapes, write_sweep
+from test_plots_data import drop_columns, make_records, shapes, write_sweep
 
+from llmscale.analysis import load_sweep, read_fit
+from llmscale.cli import main
+from llmscale.cli.analyse import analyse_sweep
+from llmscale.fit.result import FitResult
 from llmscale.plots import make_plots
 from llmscale.records import read_results
-from llmscale.report import build_all, fmt, report_cli, write_report
+from llmscale.report import fmt, write_report
 
 
 def _assert_self_contained(page: str) -> None:
     assert 'src="http' not in page and "href=\"http" not in page
     assert "<script" not in page.lower() and "<link" not in page.lower()
-    # every src/href is inline data (no relative files, no protocol-relative URLs)
     for attr in re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', page, flags=re.I):
         assert attr.startswith("data:"), attr
     assert "url(" not in page  # no CSS-loaded resources either
 
 
-def test_full_report_from_synthetic_sweep(tmp_path):
+def test_full_report_from_the_fitters_output(tmp_path):
     recs = make_records(shapes(hidden=(16, 32, 64)), incomplete=2)
-    sweep = write_sweep(tmp_path / "s", recs, make_fit(recs))
+    sweep = write_sweep(tmp_path / "s", recs)
+    fit = read_fit(sweep)
     make_plots(sweep, formats=("png",))  # the report embeds PNGs; SVGs are test_plots' job
     md, page = write_report(sweep)
     text, html = md.read_text(), page.read_text()
     _assert_self_contained(html)
-    # the figures are embedded, and decode to PNGs
     imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(imgs) == 6
+    assert len(imgs) == 6  # every figure a one-kind sweep without position_loss.csv supports
     assert all(base64.b64decode(i)[:4] == b"\x89PNG" for i in imgs)
     for section in ("Sweep summary", "Scaling laws", "founding linear model",
                     "Compute-optimal allocation", "Cost laws", "Irreducible loss", "Results",
                     "Skipped runs"):
         assert section in text and section in html, section
-    # numbers come from the records and fit.json, formatted
     assert "24 (completed: 22, failed: 2)" in text
-    assert "E = 1.6 [1.52, 1.68]" in text  # chinchilla E with its CI
-    assert "| E of the chinchilla law | 1.6 | [1.52, 1.68] | above the floor" in text
-    assert "killed by the test" not in text  # skipped reasons come from fit.json ...
-    assert "not completed" in text
-    held = [r for r in recs if r.status == "completed"][-1]
-    assert "(held out)" in text
-    assert held.run_id in text
-    # markdown references the PNGs it sits beside
+    # numbers come from fit.json, formatted
+    ch = fit.laws["chinchilla"]
+    lo, hi = ch.intervals["E"]
+    assert f"E = {fmt(ch.params['E'])} [{fmt(lo)}, {fmt(hi)}]" in text
+    assert f"| E of the chinchilla law | {fmt(ch.params['E'], 4)} |" in text
+    # the one held-out set is named, and marked in the results table
+    assert ", ".join(fit.heldout_run_ids) in text
+    assert text.count("(held out)") == len(fit.heldout_run_ids)
+    assert "killed by the test" in text  # skipped runs with the record's reason
     assert "](plots/loss_vs_params.png)" in text
-    # the linear model is compared with the best power law by held-out error
-    assert "held-out error 1.00%" in text
+    assert f"held-out error {100 * fit.laws['linear'].heldout.mean_abs_rel_err:.2f}%" in text
+    assert "The budget planner" in text and "1000×" in text
 
 
-def test_one_shape_sweep_says_why_laws_are_missing(tmp_path):
-    recs = make_records([(32, 1)], tokens=(100_000,), budgets=())
-    sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, laws=(), n_heldout=0, budgets=()))
-    make_plots(sweep, formats=("png",))  # the report embeds PNGs; SVGs are test_plots' job
-    md, page = write_report(sweep)
-    text = md.read_text()
-    assert "Not fitted:" in text
-    assert "1 distinct N" in text and "linear:" in text
-    assert "Figure isoflop not drawn" in text
-    _assert_self_contained(page.read_text())
-
-
-def test_fitter_reason_is_preferred(tmp_path):
-    recs = make_records(shapes(hidden=(16, 32)), budgets=())
-    fit = make_fit(recs, laws=("power",), budgets=())
-    fit["not_fitted"] = {"chinchilla": "every run has the same D"}
-    fit["laws"]["saturating"] = {"inputs": ["N"], "error": "did not converge"}  # no params
-    sweep = write_sweep(tmp_path / "s", recs, fit)
-    make_plots(sweep, formats=("png",))
+def test_guardrails_mark_the_report_not_reliable(tmp_path):
+    """A law whose held-out error is large and whose planner runs below the floor is marked
+    'not reliable', with the reasons listed."""
+    recs = make_records(shapes(hidden=(16, 32, 64)))
+    for r in recs:  # a floor above the law's E (1.6): far predictions fall below it
+        r.data_entropy_bpb = 2.6 / 0.6931471805599453
+    sweep = write_sweep(tmp_path / "s", recs)
     md, _ = write_report(sweep)
     text = md.read_text()
-    assert "chinchilla: every run has the same D" in text
-    assert "saturating: did not converge" in text
+    assert "not reliable" in text and "falls below the floor 2.6" in text
+
+
+def test_one_shape_sweep_says_why_there_is_no_fit(tmp_path, capsys):
+    recs = make_records([(32, 1)], tokens=(100_000,), budgets=())
+    sweep = write_sweep(tmp_path / "s", recs, fit=False)
+    assert main(["report", str(sweep)]) == 0
+    assert "no fit" in capsys.readouterr().err
+    text = (sweep / "report.md").read_text()
+    assert "all runs of one size" in text and "Figure isoflop not drawn" in text
+    _assert_self_contained((sweep / "report.html").read_text())
+
+
+def test_fitter_reason_for_a_law_it_did_not_fit(tmp_path):
+    recs = make_records(shapes(hidden=(16, 32)), tokens=(200_000,), budgets=())
+    sweep = write_sweep(tmp_path / "s", recs)
+    fit = read_fit(sweep)
+    assert "chinchilla" in fit.not_fitted  # one token count: no D dependence to fit
+    text = write_report(sweep)[0].read_text()
+    assert f"chinchilla: {fit.not_fitted['chinchilla']}" in text
 
 
 def test_old_schema_and_partial_sweep(tmp_path):
     recs = make_records(shapes(hidden=(16, 32)), incomplete=3, budgets=())
-    sweep = write_sweep(tmp_path / "s", recs, None)
+    sweep = write_sweep(tmp_path / "s", recs, fit=False)
     drop_columns(sweep / "results.csv", ["gpu_hours", "checkpoint_bytes", "val_bpb", "error",
-                                        "data_entropy_bpb", "run_dir"])
+                                        "data_entropy_bpb", "run_dir", "model_kind",
+                                        "flops_per_token", "flops_budget", "sweep_point"])
     assert read_results(sweep / "results.csv")[1] == []
-    fit = make_fit(recs, laws=("linear", "power"), budgets=())
-    fit.pop("floor")
-    import json
-
-    (sweep / "fit.json").write_text(json.dumps(fit))
-    make_plots(sweep, formats=("png",))  # the report embeds PNGs; SVGs are test_plots' job
-    md, page = write_report(sweep)
+    data = load_sweep(sweep, bootstrap=4)
+    md, page = write_report(sweep, data)
     text = md.read_text()
     assert "failed: 3" in text and "Irreducible loss" not in text
     assert "Figure learning_curves not drawn" in text
     _assert_self_contained(page.read_text())
 
 
-def test_report_cli_when_nothing_can_be_fitted(tmp_path, capsys):
-    """No fit.json, one shape: report fits first, the fitter refuses, the report says why."""
-    recs = make_records([(32, 1)], tokens=(100_000,), budgets=())
-    sweep = write_sweep(tmp_path / "s", recs, None)
-    assert report_cli(sweep) == 0
-    assert "no fit" in capsys.readouterr().err
-    assert (sweep / "report.html").is_file() and (sweep / "plots" / "plots.json").is_file()
-    text = (sweep / "report.md").read_text()
-    assert "No fit: no fit" not in text and "all runs of one size" in text
-    _assert_self_contained((sweep / "report.html").read_text())
-
-
 def test_cli_exit_codes(tmp_path, capsys):
-    from llmscale.cli import main
-
-    recs = make_records(shapes(hidden=(16,)), budgets=())
-    sweep = write_sweep(tmp_path / "s", recs, make_fit(recs, laws=("linear", "power"), budgets=()))
-    make_plots(sweep, formats=("png",))
+    recs = make_records(shapes(hidden=(16, 32)), budgets=())
+    sweep = write_sweep(tmp_path / "s", recs)
     assert main(["report", str(sweep)]) == 0
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
@@ -124,8 +115,9 @@ def test_fmt():
     assert fmt(0.000123) == "1.23e-04" and fmt(3.14159) == "3.14" and fmt(True) == "True"
 
 
-def test_real_small_sweep(tmp_path):
-    """A real sweep of tiny models (bytes tokenizer, synthetic text), then build_all."""
+def test_real_small_sweep_round_trips_its_fit(tmp_path):
+    """A real sweep of tiny models (bytes tokenizer, synthetic text), then the post-sweep
+    analysis; its fit.json round-trips through the typed result."""
     from llmscale.config import from_dict
     from llmscale.sweep import run_sweep
 
@@ -143,12 +135,15 @@ def test_real_small_sweep(tmp_path):
     out = tmp_path / "sweep"
     records = run_sweep(cfg, out, progress=False)
     assert len(records) == 6
-    build_all(out, bootstrap=8)
-    man = (out / "plots" / "plots.json").read_text()
+    analyse_sweep(out, bootstrap=8)
+    text = (out / "fit.json").read_text()
+    fit = FitResult.from_json(text)
+    assert fit.to_json() == text and read_fit(out) == fit
+    assert {p.run_id for p in fit.points} == {r.run_id for r in records}
+    assert fit.floor is not None and all(p.flops_per_token for p in fit.points)
     for name in ("loss_vs_params", "loss_vs_compute", "learning_curves", "cost"):
-        assert (out / "plots" / f"{name}.png").is_file(), (name, man)
-    text = (out / "report.md").read_text()
-    assert "6 (completed: 6)" in text
-    assert all(r.run_id in text for r in records)
-    assert (out / "fit.json").is_file() and "No fit" not in text
+        assert (out / "plots" / f"{name}.png").is_file(), name
+    report = (out / "report.md").read_text()
+    assert "6 (completed: 6)" in report and "No fit" not in report
+    assert all(r.run_id in report for r in records)
     _assert_self_contained((out / "report.html").read_text())

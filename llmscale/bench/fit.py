@@ -2,32 +2,23 @@
 
 Target: 1,000 bootstrap resamples in < 60 s on 2 cores. Baseline measured in the same run: a
 few resamples started from the grid (as the full-data fit is), to show what the warm starts
-save. Prints figures, never pass/fail.
+save. Prints figures, never pass/fail. The reference runs ship with the package
+(llmscale/fit/data/).
 """
 
 from __future__ import annotations
 
-import csv
 import time
-from pathlib import Path
 
 import numpy as np
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared/data/chinchilla_epoch.csv"
-
 
 def main(quick: bool = False) -> None:
-    from llmscale.errors import UserError
+    from llmscale.fit.reference import PUBLISHED_CI, chinchilla_runs
     from llmscale.fit.robust import bootstrap, fit_law
 
-    if not REFERENCE.exists():
-        raise UserError(f"{REFERENCE} is absent; the fit benchmark needs the Chinchilla runs")
-    with open(REFERENCE, newline="") as fh:
-        rows = sorted(csv.DictReader(fh), key=lambda r: float(r["loss"]))[:240]
-    N = np.array([float(r["Model Size"]) for r in rows])
-    C = np.array([float(r["Training FLOP"]) for r in rows])
-    loss = np.array([float(r["loss"]) for r in rows])
-    X = {"N": N, "D": C / (6 * N)}
+    runs = chinchilla_runs()
+    X, loss = {"N": runs["N"], "D": runs["D"]}, runs["loss"]
     resamples = 100 if quick else 1000
 
     t0 = time.perf_counter()
@@ -52,8 +43,6 @@ def main(quick: bool = False) -> None:
     print(f"bootstrap: {resamples} resamples in {t_bs:.1f} s ({1000 * per_warm:.1f} ms each; "
           f"target for 1,000: < 60 s); grid-started resample {1000 * per_grid:.0f} ms "
           f"-> warm starts {per_grid / per_warm:.1f}x faster")
-    published = {"E": (1.769, 1.871), "A": (285, 744), "B": (1042, 5810),
-                 "alpha": (0.317, 0.373), "beta": (0.331, 0.415)}
-    for k, (lo, hi) in published.items():
+    for k, (lo, hi) in PUBLISHED_CI.items():
         a, b = bs["ci"][k]
         print(f"  {k:<5} 95% CI [{a:.4g}, {b:.4g}]   published [{lo}, {hi}]")

@@ -1,8 +1,10 @@
-"""`llmscale fit SOURCE`: fit scaling laws to a sweep's results and print the table."""
+"""`llmscale fit SOURCE`: fit scaling laws to a sweep's results, write fit.json, print the table."""
 
 from __future__ import annotations
 
 import argparse
+
+from llmscale.fit.result import FitResult
 
 
 def add_parser(sub) -> None:
@@ -24,6 +26,51 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmscale.analysis import fit_cli
+    from llmscale.analysis import fit_sweep
 
-    return fit_cli(args)
+    fit = fit_sweep(args.source, laws=args.laws, out_dir=args.out, n_column=args.n_column,
+                    d_column=args.d_column, c_column=args.c_column,
+                    loss_column=args.loss_column, reduce=args.reduce, bootstrap=args.bootstrap,
+                    seed=args.seed)
+    print(format_table(fit))
+    return 0
+
+
+def _g(v) -> str:
+    return "–" if v is None else f"{v:.4g}"
+
+
+def format_table(fit: FitResult) -> str:
+    lines = [f"fit of {fit.source}: {len(fit.points)} points (N = {fit.n_column}, "
+             f"loss = {fit.loss_column}, reduce = {fit.reduce}), {len(fit.skipped)} skipped"]
+    lines += [f"  note: {n}" for n in fit.notes]
+    lines.append(f"held out (every law): {len(fit.heldout_run_ids)} runs, {fit.heldout_rule}")
+    lines.append(f"{'law':<11} {'held-out mean/max |err|':<24} parameters [95% CI]")
+    for law, e in fit.laws.items():
+        h = e.heldout
+        err = (f"{100 * h.mean_abs_rel_err:.2f}% / {100 * h.max_abs_rel_err:.2f}%"
+               if h.mean_abs_rel_err is not None else "–")
+        ps = ", ".join(f"{k}={_g(v)}" + (f" [{_g(e.intervals[k][0])}, {_g(e.intervals[k][1])}]"
+                                         if k in e.intervals else "")
+                       for k, v in e.params.items())
+        lines.append(f"{law:<11} {err:<24} {ps}")
+    for law, why in fit.not_fitted.items():
+        lines.append(f"{law:<11} not fitted: {why}")
+    if fit.ranking:
+        lines.append("ranking by held-out error: " + " > ".join(fit.ranking))
+    c = fit.compute_optimal.chinchilla
+    if c:
+        lines.append(f"compute-optimal (chinchilla): N_opt = {_g(c.G)}*(C/{_g(c.q)})^{c.a:.3f}, "
+                     f"D_opt = C / ({_g(c.q)} N_opt^{c.r:.3f}) ∝ C^{c.b:.3f}")
+    i = fit.compute_optimal.isoflop
+    if i:
+        lines.append(f"IsoFLOP: {len(i.budgets)} budgets, N_opt ∝ C^{_g(i.a)}")
+    for col, e in fit.cost.items():
+        lines.append(f"cost {col} = {_g(e.params['k'])} * ({e.x})^{e.params['p']:.3f} (n={e.n})")
+    if fit.floor:
+        lines.append(f"source entropy: {fit.floor.entropy_nats_per_token:.4g} nats/token")
+    for kind, g in fit.groups.items():
+        lines.append(f"[{kind}] " + ", ".join(
+            f"{law}: " + ", ".join(f"{k}={_g(v)}" for k, v in e.params.items())
+            for law, e in g.laws.items()))
+    return "\n".join(lines)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -12,6 +13,19 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmscale.plots import plot_cli
+    from llmscale import layout
+    from llmscale.analysis import load_sweep
+    from llmscale.plots import make_plots
 
-    return plot_cli(Path(args.sweep_dir))
+    sweep_dir = Path(args.sweep_dir)
+    data = load_sweep(sweep_dir)
+    if data.fit_note:
+        print(f"llmscale: {data.fit_note}", file=sys.stderr)
+    manifest = make_plots(sweep_dir, data)
+    n = 0
+    for name, entry in manifest.items():
+        n += len(entry["files"])
+        print(f"{name}: {', '.join(entry['files'])}" if entry["files"]
+              else f"{name}: not drawn: {entry['missing']}")
+    print(f"{n} files under {layout.plots_dir(sweep_dir)}")
+    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -12,6 +13,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmscale.report import report_cli
+    from llmscale.analysis import load_sweep
+    from llmscale.report import write_report
 
-    return report_cli(Path(args.sweep_dir))
+    sweep_dir = Path(args.sweep_dir)
+    data = load_sweep(sweep_dir)
+    if data.fit_note:
+        print(f"llmscale: {data.fit_note}", file=sys.stderr)
+    md, page = write_report(sweep_dir, data)
+    print(f"wrote {md} and {page}")
+    return 0

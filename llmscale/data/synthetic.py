@@ -141,43 +141,38 @@ def _make_words(vocab: int, rng: np.random.Generator) -> tuple[str, ...]:
 
 def sample_states(lang: SyntheticLanguage, num_words: int, seed: int,
                   chains: int = 1024) -> list[np.ndarray]:
-    """State sequences of complete documents, about `num_words` steps in all.
+    """State sequences of whole documents, about `num_words` word steps in all.
 
-    `chains` independent chains advance together (one searchsorted per step for all of them).
-    Each starts in the end state; its tail after its last end state is dropped, so every
-    returned sequence is whole documents and ends with EOD."""
+    The number of documents is fixed in advance (num_words / the mean document length), and
+    every chain runs until it has finished its share: no document is cut, none is dropped.
+    Dropping each chain's unfinished last document, as a fixed number of steps would, keeps
+    the documents that happened to be short (the inspection paradox) and makes the sample's
+    entropy per byte differ from the language's; documents counted in advance are i.i.d.
+    draws of the chain (each starts in the end state), so the sample is unbiased.
+    `chains` independent chains advance together (one searchsorted per step for all)."""
     rng = np.random.default_rng([seed, 0xC4A1])
-    chains = max(1, min(chains, num_words // (4 * DOC_WORDS) or 1))
-    steps = int(num_words / chains * 1.03) + 4 * DOC_WORDS  # slack for the dropped tails
-    out = np.empty((steps, chains), dtype=np.int32)
+    n_docs = max(1, round(num_words / (DOC_WORDS + 1)))  # states per document: words + EOD
+    chains = max(1, min(chains, n_docs))
+    per_chain = np.full(chains, n_docs // chains)
+    per_chain[: n_docs % chains] += 1
+    blocks: list[np.ndarray] = []
+    finished = np.zeros(chains, dtype=np.int64)  # documents completed per chain
     state = np.full(chains, EOD, dtype=np.int64)
-    for t in range(steps):
-        u = rng.random(chains)
-        idx = np.searchsorted(lang.cum, state + u, side="right")
-        state = lang.succ[np.minimum(idx, len(lang.succ) - 1)]
-        out[t] = state
+    while (finished < per_chain).any():
+        block = np.empty((4 * DOC_WORDS, chains), dtype=np.int32)
+        for t in range(len(block)):
+            u = rng.random(chains)
+            idx = np.searchsorted(lang.cum, state + u, side="right")
+            state = lang.succ[np.minimum(idx, len(lang.succ) - 1)]
+            block[t] = state
+        blocks.append(block)
+        finished += (block == EOD).sum(axis=0)
+    out = np.concatenate(blocks)
     seqs = []
-    total = 0
     for c in range(chains):
-        col = out[:, c]
-        ends = np.flatnonzero(col == EOD)
-        if len(ends) == 0:
-            continue
-        seqs.append(col[: ends[-1] + 1])
-        total += ends[-1] + 1
-    # Trim to about num_words at a document boundary, so split sizes follow the config.
-    keep, acc = [], 0
-    for s in seqs:
-        if acc >= num_words:
-            break
-        if acc + len(s) > num_words:
-            ends = np.flatnonzero(s == EOD)
-            cut = ends[np.searchsorted(ends, num_words - acc)] if ends[-1] >= num_words - acc \
-                else ends[-1]
-            s = s[: cut + 1]
-        keep.append(s)
-        acc += len(s)
-    return keep
+        ends = np.flatnonzero(out[:, c] == EOD)
+        seqs.append(out[: ends[per_chain[c] - 1] + 1, c])  # exactly its share of documents
+    return seqs
 
 
 def render(lang: SyntheticLanguage, states: np.ndarray) -> str:
@@ -192,11 +187,3 @@ def _emit_table(lang: SyntheticLanguage) -> np.ndarray:
     emit = np.array([" " + w for w in lang.words], dtype=object)
     emit[EOD] = "\n"
     return emit
-
-
-def generate_texts(vocab: int, zipf: float, seed: int, num_words: int
-                   ) -> tuple[list[str], float]:
-    """(texts, entropy_bpb): contiguous pieces of whole documents, and the exact entropy rate."""
-    lang = build_language(vocab, zipf, seed)
-    seqs = sample_states(lang, num_words, seed)
-    return [render(lang, s) for s in seqs], lang.entropy_bpb()

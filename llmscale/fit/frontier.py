@@ -1,70 +1,110 @@
 """Compute-optimal allocation: closed form from a Chinchilla fit, IsoFLOP parabolas (approach 2).
 
-Under C = 6 N D, minimising E + A N^-alpha + B D^-beta gives (Hoffmann et al. 2022, eq. 4)
-N_opt = G (C/6)^a, D_opt = (C/6)^b / G, a = beta/(alpha+beta), b = alpha/(alpha+beta),
-G = (alpha A / (beta B))^(1/(alpha+beta)).
+Training compute is C = f(N) D with f(N) the run's own FLOPs per token (read from the records),
+modelled across the sweep as f(N) = q N^r. For an untied LSTM f(N) = 6 N exactly (q = 6,
+r = 1: the textbook C = 6 N D); with tied weights the output matmul (h x V) costs FLOPs that
+N no longer counts, and f(N) is several times 6 N at small widths. Minimising
+E + A N^-alpha + B D^-beta along C = q N^r D gives (Hoffmann et al. 2022, eq. 4, generalised)
+
+    N_opt = G (C/q)^a,  a = beta / (alpha + r beta),  G = (alpha A / (r beta B))^(1/(alpha + r beta))
+    D_opt = C / (q N_opt^r) ∝ C^b,  b = alpha / (alpha + r beta).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from llmscale.fit.result import Allocation, IsoBudget, Isoflop
+from llmscale.fit.select import budget_groups
 
-def chinchilla_optimal(params: dict[str, float]) -> dict | None:
-    """The closed-form allocation, or None when a fitted exponent is not positive (then loss
-    does not fall with N or with D, and there is no trade-off to optimise)."""
+
+def flops_model(N, flops_per_token) -> tuple[float, float]:
+    """(q, r) with flops_per_token ≈ q N^r, least squares in log space over the runs that record
+    it; (6, 1) when none does (the C = 6 N D convention)."""
+    N, f = np.asarray(N, dtype=float), np.asarray(flops_per_token, dtype=float)
+    ok = np.isfinite(N) & np.isfinite(f) & (N > 0) & (f > 0)
+    if ok.sum() == 0:
+        return 6.0, 1.0
+    if len(np.unique(N[ok])) < 2:
+        return float(np.mean(f[ok] / N[ok])), 1.0
+    r, logq = np.polyfit(np.log(N[ok]), np.log(f[ok]), 1)
+    return float(np.exp(logq)), float(r)
+
+
+def optimal_exponents(params: dict[str, float], q: float = 6.0, r: float = 1.0
+                      ) -> dict[str, float] | None:
+    """a, b, G of the closed form; None when a fitted exponent is not positive (then loss does
+    not fall with N or with D, and there is no trade-off to optimise)."""
     alpha, beta, A, B = params["alpha"], params["beta"], params["A"], params["B"]
-    if not (alpha > 0 and beta > 0):
+    if not (alpha > 0 and beta > 0 and A > 0 and B > 0):
         return None
-    return {"a": beta / (alpha + beta), "b": alpha / (alpha + beta),
-            "G": (alpha * A / (beta * B)) ** (1.0 / (alpha + beta)),
-            "N_opt": "G*(C/6)^a", "D_opt": "(C/6)^b / G"}
+    s = alpha + r * beta
+    return {"a": beta / s, "b": alpha / s, "G": float((alpha * A / (r * beta * B)) ** (1.0 / s))}
 
 
-def allocate(optimal: dict, C) -> tuple[np.ndarray, np.ndarray]:
-    """(N_opt, D_opt) at compute C from `chinchilla_optimal`'s dict."""
+def chinchilla_optimal(params: dict[str, float], q: float = 6.0, r: float = 1.0,
+                       samples=(), ci_level: float = 0.95) -> Allocation | None:
+    """The allocation of a Chinchilla fit, with its bootstrap samples' (a, b, G)."""
+    best = optimal_exponents(params, q, r)
+    if best is None:
+        return None
+    ss = tuple(s for s in (optimal_exponents(p, q, r) for p in samples) if s is not None)
+    lo = 100 * (1 - ci_level) / 2
+    intervals = {k: (float(np.percentile([s[k] for s in ss], lo)),
+                     float(np.percentile([s[k] for s in ss], 100 - lo))) for k in ("a", "b")
+                 } if len(ss) >= 2 else {}
+    return Allocation(a=best["a"], b=best["b"], G=best["G"], q=q, r=r, samples=ss,
+                      intervals=intervals)
+
+
+def allocate(opt: Allocation, C, sample: dict[str, float] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(N_opt, D_opt) at compute C; `sample` evaluates one bootstrap sample's (a, G) instead."""
     C = np.asarray(C, dtype=float)
-    return optimal["G"] * (C / 6) ** optimal["a"], (C / 6) ** optimal["b"] / optimal["G"]
+    a, G = (sample["a"], sample["G"]) if sample else (opt.a, opt.G)
+    n = G * (C / opt.q) ** a
+    return n, C / (opt.q * n ** opt.r)
 
 
-def flop_budgets(C: np.ndarray, rel_tol: float = 0.05) -> list[np.ndarray]:
-    """Indices of runs grouped into FLOP budgets: consecutive (sorted) runs within rel_tol of the
-    group's smallest C."""
-    order = np.argsort(C)
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and C[i] <= C[groups[-1][0]] * (1 + rel_tol):
-            groups[-1].append(int(i))
-        else:
-            groups.append([int(i)])
-    return [np.asarray(g) for g in groups]
+def allocation_interval(opt: Allocation, C: float, ci_level: float = 0.95
+                        ) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Bootstrap percentile intervals of N_opt(C) and D_opt(C)."""
+    if len(opt.samples) < 2:
+        return None
+    nd = np.array([[float(v) for v in allocate(opt, C, s)] for s in opt.samples])
+    lo = 100 * (1 - ci_level) / 2
+    n_lo, n_hi = np.percentile(nd[:, 0], [lo, 100 - lo])
+    d_lo, d_hi = np.percentile(nd[:, 1], [lo, 100 - lo])
+    return (float(n_lo), float(n_hi)), (float(d_lo), float(d_hi))
 
 
-def isoflop(N: np.ndarray, C: np.ndarray, loss: np.ndarray, min_sizes: int = 3) -> dict | None:
-    """Approach 2: per budget with >= min_sizes distinct N, a parabola of loss in x = log10 N;
-    its vertex is N_opt(C). With >= 2 budgets, fit log N_opt = a log C + const and
-    log D_opt = b log C + const (D_opt = C / (6 N_opt)). None when no budget qualifies."""
+def isoflop(N, C, loss, run_ids, q: float = 6.0, r: float = 1.0,
+            min_sizes: int = 3) -> Isoflop | None:
+    """Approach 2: per budget (`select.budget_groups`) with >= min_sizes distinct N, a parabola
+    of loss in x = log10 N; its vertex is N_opt(C), and D_opt = C / (q N_opt^r). With >= 2
+    budgets, log N_opt = a log C + const and log D_opt = b log C + const. None when no budget
+    qualifies."""
     N, C, loss = (np.asarray(v, dtype=float) for v in (N, C, loss))
     budgets = []
-    for g in flop_budgets(C):
+    for g in budget_groups(C):
         if len(np.unique(N[g])) < min_sizes:
             continue
         x = np.log10(N[g])
         c2, c1, c0 = np.polyfit(x, loss[g], 2)
         if c2 <= 0:  # no minimum inside: the budget's sizes do not bracket the optimum
             continue
-        xv = -c1 / (2 * c2)
+        n_opt = float(10 ** (-c1 / (2 * c2)))
         c = float(np.mean(C[g]))
-        budgets.append({"C": c, "N_opt": float(10 ** xv), "D_opt": float(c / (6 * 10 ** xv)),
-                        "loss_min": float(c0 - c1 * c1 / (4 * c2)),
-                        "parabola": [float(c2), float(c1), float(c0)], "n_runs": int(len(g))})
+        budgets.append(IsoBudget(C=c, N_opt=n_opt, D_opt=float(c / (q * n_opt ** r)),
+                                 loss_min=float(c0 - c1 * c1 / (4 * c2)),
+                                 parabola=(float(c2), float(c1), float(c0)),
+                                 run_ids=tuple(run_ids[i] for i in g)))
     if not budgets:
         return None
-    out: dict = {"budgets": budgets, "a": None, "b": None}
-    if len(budgets) >= 2:
-        lc = np.log([b["C"] for b in budgets])
-        a, ka = np.polyfit(lc, np.log([b["N_opt"] for b in budgets]), 1)
-        b, kb = np.polyfit(lc, np.log([b["D_opt"] for b in budgets]), 1)
-        out.update(a=float(a), b=float(b), k_N=float(np.exp(ka)), k_D=float(np.exp(kb)),
-                   N_opt="k_N*C^a", D_opt="k_D*C^b")
-    return out
+    if len(budgets) < 2:
+        return Isoflop(tuple(budgets))
+    lc = np.log([b.C for b in budgets])
+    a, ka = np.polyfit(lc, np.log([b.N_opt for b in budgets]), 1)
+    b, kb = np.polyfit(lc, np.log([b.D_opt for b in budgets]), 1)
+    return Isoflop(tuple(budgets), a=float(a), b=float(b), k_N=float(np.exp(ka)),
+                   k_D=float(np.exp(kb)))

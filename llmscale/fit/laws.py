@@ -99,11 +99,6 @@ def theta_to_params(law: Law, theta: np.ndarray) -> dict[str, float]:
     return out
 
 
-def params_to_theta(law: Law, params: dict[str, float]) -> np.ndarray:
-    theta = [v for t in law.terms for v in (np.log(params[t.coef]), params[t.exponent])]
-    if law.constant:
-        theta.append(np.log(params[law.constant]))
-    return np.asarray(theta, dtype=float)
 
 
 def start_grid(law: Law) -> np.ndarray:

@@ -147,50 +147,44 @@ def fit_law(law: str, X: dict[str, np.ndarray], loss: np.ndarray, *,
 
 
 def bootstrap(fit: Fit, X: dict[str, np.ndarray], loss: np.ndarray, resamples: int,
-              seed: int, ci_level: float = 0.95, progress=None) -> dict:
+              seed: int, ci_level: float = 0.95, progress=None, resample=None) -> dict:
     """Percentile bootstrap over runs: refit on `resamples` resamples (with replacement).
 
-    Returns {"ci": {param: [lo, hi]}, "samples": [params, ...]}. `progress(i)` is called
-    after each resample when given.
+    `resample(rng)` draws one resample and returns its (X, loss), or None when the draw leaves
+    too little to fit (it is skipped); by default, the rows of X and loss with replacement. A
+    caller that selects runs (best of several learning rates, the frontier) does the selection
+    inside `resample`, so selection variance shows in the intervals.
+
+    Returns {"ci": {param: (lo, hi)}, "samples": [params, ...], "skipped": int}. `progress(i)`
+    is called after each resample when given.
     """
     rng = np.random.default_rng(seed)
-    n = len(loss)
     loss = np.asarray(loss, dtype=float)
+    if resample is None:
+        def resample(rng):
+            idx = rng.integers(0, len(loss), size=len(loss))
+            return {k: np.asarray(v, dtype=float)[idx] for k, v in X.items()}, loss[idx]
     starts = None
     if fit.law != "linear":
         starts = np.stack(fit.optima[:2] or (fit.theta,))
         if len(starts) < 2:  # no second optimum: a seeded perturbation of the best instead
             starts = np.vstack([starts, fit.theta + rng.normal(0.0, 0.1, len(fit.theta))])
     samples: list[dict[str, float]] = []
+    skipped = 0
     for i in range(resamples):
-        idx = rng.integers(0, n, size=n)
-        Xi = {k: np.asarray(v, dtype=float)[idx] for k, v in X.items()}
-        samples.append(fit_law(fit.law, Xi, loss[idx], starts=starts).params)
+        drawn = resample(rng)
+        if drawn is None:
+            skipped += 1
+        else:
+            samples.append(fit_law(fit.law, drawn[0], drawn[1], starts=starts).params)
         if progress is not None:
             progress(i)
     q = 100 * (1 - ci_level) / 2
     ci = {}
-    for name in law_param_names(fit.law):
-        vals = np.array([s[name] for s in samples])
-        lo, hi = np.percentile(vals, [q, 100 - q])
-        ci[name] = [float(lo), float(hi)]
-    return {"ci": ci, "samples": samples}
-
-
-def heldout_split(key: np.ndarray, frac: float = 0.2, min_fit: int = 1) -> np.ndarray | None:
-    """Boolean mask of the runs to hold out: the largest by `key`, whole values at a time (all
-    runs sharing the threshold value go together), until at least `frac` of the runs are out.
-    None when that would leave fewer than `min_fit` runs or fewer than two distinct keys."""
-    key = np.asarray(key, dtype=float)
-    values = np.unique(key)[::-1]
-    target = max(1, int(np.ceil(frac * len(key))))
-    for v in values[:-1]:
-        mask = key >= v
-        if mask.sum() >= target:
-            if (~mask).sum() < min_fit or len(np.unique(key[~mask])) < 2:
-                return None
-            return mask
-    return None
+    for name in law_param_names(fit.law) if len(samples) >= 2 else ():
+        lo, hi = np.percentile(np.array([s[name] for s in samples]), [q, 100 - q])
+        ci[name] = (float(lo), float(hi))
+    return {"ci": ci, "samples": samples, "skipped": skipped}
 
 
 def heldout_errors(law: str, params: dict[str, float], X: dict[str, np.ndarray],
