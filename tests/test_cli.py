@@ -161,3 +161,18 @@ def test_info_log_shows_tokenizer_training_encoding_and_cache_hits(tmp_path):
                             text=True, timeout=300)
     assert second.returncode == 0, second.stderr
     assert "token cache hit" in second.stderr and "training bpe" not in second.stderr
+
+
+def test_datasets_progress_bars_only_on_a_terminal(monkeypatch):
+    """Off a terminal (a SLURM log, a pipe), datasets' bars are turned off before it is imported."""
+    import io
+
+    from llmscale.logs import configure_logging
+
+    monkeypatch.delenv("HF_DATASETS_DISABLE_PROGRESS_BARS", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal
+    configure_logging("info")
+    assert os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+    from datasets.utils import are_progress_bars_disabled
+
+    assert are_progress_bars_disabled()

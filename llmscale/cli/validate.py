@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from llmscale.accounting import run_accounting
     from llmscale.config import dump_yaml, with_overrides
-    from llmscale.sweep import plan_points, planned_run, say
+    from llmscale.layout import SWEEP_FILE
+    from llmscale.sweep import plan_points, planned_run, say, sweep_state
 
     cfg = load(args)
     if args.executor:
@@ -39,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
           f"params_nonembedding: {acc.params_nonembedding:,}")
     print(f"# flops_per_token: {acc.flops_per_token:,}  tokens: {acc.tokens:,}  "
           f"flops: {acc.flops:.3e}")
-    planned = [planned_run(Path(cfg.output.dir), p) for p in points]
+    out = Path(cfg.output.dir)
+    # an existing sweep directory: the estimate counts what is done there (nothing is written)
+    planned = (sweep_state(cfg, out, points, reconcile=False) if (out / SWEEP_FILE).is_file()
+               else [planned_run(out, p) for p in points])
     text, warnings = plan_estimate(planned, cfg, args.devices, args.runs_per_device, table=False)
     print("# sweep: " + "\n# ".join(text.splitlines()))
     for w in warnings:
