@@ -99,7 +99,9 @@ def test_synthetic_entropy_matches_empirical_estimate():
     bits = -np.log2(lang.prob[order][pos]).sum()
     empirical = bits / len(text.encode("utf-8"))
     assert empirical == pytest.approx(corpus.entropy_bpb, rel=0.01)
-    assert len(states) == pytest.approx(400_000, rel=0.01)
+    # whole documents, their number fixed in advance: about 400k word steps, give or take
+    # the spread of 6k geometric document lengths (~1.3% standard deviation)
+    assert len(states) == pytest.approx(400_000, rel=0.05)
 
 
 def test_second_process_waits_on_the_lock_and_does_not_encode(tmp_path):
