@@ -138,7 +138,8 @@ def record_vs_bare(quick: bool, device: str = "cpu", hidden: int = 512, batch: i
     tokens = tokens or (65_536 if quick else 163_840)
     sets = ["name=bench-record", "tokenizer.kind=bytes", f"model.embedding_dim={hidden}",
             f"model.hidden_dim={hidden}", "model.num_layers=2", f"train.batch_size={batch}",
-            "train.seq_len=128", f"train.tokens={tokens}", "eval.tokens=20000",
+            "train.seq_len=128", f"train.tokens={tokens}", "eval.tokens=8192",
+            f"eval.every_tokens={tokens}",  # one evaluation, at the end (not timed as training)
             "data.synthetic_tokens=400000", "output.checkpoint_every_minutes=60"]
     cfg = load_config(None, sets)
     stream = TokenStream(load_tokens(cfg, progress=False).train, batch, 128, seed=cfg.train.seed)
