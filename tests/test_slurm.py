@@ -162,6 +162,12 @@ def submission_script(out: Path) -> str:
     return script.read_text()
 
 
+def full_tokens(run) -> int:
+    """Tokens of the whole run: whole optimizer steps of batch_size x seq_len."""
+    per_step = run.train.batch_size * run.train.seq_len
+    return run.train.tokens // per_step * per_step
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file()
 
@@ -191,7 +197,7 @@ def test_cpu_partition_sweep_end_to_end_then_a_rerun_submits_nothing(tmp_path):
     before = jobs(out)
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
     assert r.returncode == 0, r.stderr
-    assert "submitted" not in r.stderr and jobs(out) == before
+    assert "array task(s) as job" not in r.stderr and jobs(out) == before
 
 
 def test_gpu_partition_asks_for_the_gres(tmp_path):
@@ -217,6 +223,8 @@ def test_requeue_mid_run_resumes_and_ends_bitwise_equal_to_an_uninterrupted_run(
     (run,) = planned(cfg)
     out = tmp_path / "s"
     run_dir = out / "runs" / run_dir_name(run)
+    ref = tmp_path / "ref"  # the same run without interruption, in one process, meanwhile
+    p_ref = start_cli("train", str(cfg), "--out", str(ref), "--device", "cpu")
     p = start_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
     try:
         task = wait_for(lambda: task_ids(out).get(run.run_id), "the task id in jobs.json")
@@ -224,18 +232,17 @@ def test_requeue_mid_run_resumes_and_ends_bitwise_equal_to_an_uninterrupted_run(
                  "a running task with a checkpoint")
         subprocess.run(["scontrol", "requeue", task], check=True, timeout=30)
         _, err = p.communicate(timeout=300)
+        _, ref_err = p_ref.communicate(timeout=300)
     finally:
         p.kill()
+        p_ref.kill()
     # the waiting sweep saw the requeued task as pending, and returned when the run completed
     assert p.returncode == 0, err
     rec = completed(out, [run])[run.run_id]
     assert "Restarts=1" in scontrol_job(task)
     log = task_log(out, task)
     assert "preempted (stopped by SIGTERM" in log and "resuming from its checkpoint" in log, log
-    # the same run without interruption, in one process on this machine
-    ref = tmp_path / "ref"
-    r = run_cli("train", str(cfg), "--out", str(ref), "--device", "cpu")
-    assert r.returncode == 0, r.stderr
+    assert p_ref.returncode == 0, ref_err
     want = read_record_json(ref / RECORD_FILE)
     assert rec.val_loss == want.val_loss and rec.train_loss == want.train_loss
     from safetensors.torch import load_file
@@ -259,7 +266,7 @@ def test_time_limit_signal_checkpoints_requeues_and_completes(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "#SBATCH --signal=USR2@45" in submission_script(out)
     rec = completed(out, [run])[run.run_id]
-    assert rec.tokens == 1_500_000
+    assert rec.tokens == full_tokens(run)
     task = task_ids(out)[run.run_id]
     log = task_log(out, task)
     assert "time-limit warning" in log and "resuming from its checkpoint" in log, log
@@ -296,7 +303,7 @@ def test_no_wait_status_and_no_double_submission(tmp_path):
     array = {t.split("_")[0] for t in ids.values()}
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
     assert r.returncode == 0, r.stderr
-    assert "submitted" not in r.stderr and "not submitted again" in r.stderr
+    assert "array task(s) as job" not in r.stderr and "not submitted again" in r.stderr
     after = jobs(out)
     assert {rid: [s["job_id"] for s in subs] for rid, subs in after.items()} == {
         rid: [s["job_id"] for s in subs] for rid, subs in before.items()}
@@ -327,32 +334,75 @@ def test_ddp_across_two_tasks_matches_one_process(tmp_path):
     assert rec.train_loss == pytest.approx(one.train_loss, rel=1e-4)
 
 
+def training_pid(task: str) -> int | None:
+    """The pid of the task's Python process (submitit's runner), from scontrol listpids."""
+    r = subprocess.run(["scontrol", "listpids", task], capture_output=True, text=True, timeout=30)
+    for line in r.stdout.splitlines()[1:]:
+        pid = line.split()[0]
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"submitit.core._submit" in cmd and b"srun" not in cmd:
+            return int(pid)
+    return None
+
+
+def step_of(run_dir: Path) -> int:
+    import torch
+
+    try:
+        state = torch.load(run_dir / CHECKPOINT_DIR / STATE_FILE, weights_only=True)
+    except (OSError, RuntimeError, EOFError):
+        return -1  # being replaced right now
+    return int(state["step"])
+
+
 def test_hard_kill_records_a_status_and_a_rerun_resumes(tmp_path):
-    long = {"train": {**TINY["train"], "tokens": 150_000},
+    long = {"train": {**TINY["train"], "tokens": 80_000},
             "output": {"log_every_steps": 64, "checkpoint_every_tokens": 4096}}
     cfg = write_config(tmp_path, CPU, **long)
     (run,) = planned(cfg)
     out = tmp_path / "s"
     run_dir = out / "runs" / run_dir_name(run)
-    p = start_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
-    try:
-        task = wait_for(lambda: task_ids(out).get(run.run_id), "the task id in jobs.json")
-        wait_for(lambda: has_checkpoint(run_dir) and squeue(task)[0] == "RUNNING",
-                 "a running task with a checkpoint")
-        subprocess.run(["scancel", "--signal=KILL", task], check=True, timeout=30)
-        _, err = p.communicate(timeout=180)
-    finally:
-        p.kill()
-    assert p.returncode == 4, err  # the run stopped before finishing
-    assert run_dir_name(run) in err and "resumes" in err
+
+    def interrupt(kill) -> tuple[str, str]:
+        p = start_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
+        try:
+            before = jobs(out).get(run.run_id, [])
+            task = wait_for(lambda: len(jobs(out).get(run.run_id, [])) > len(before)
+                            and task_ids(out)[run.run_id], "a new task id in jobs.json")
+            step = step_of(run_dir) if has_checkpoint(run_dir) else -1
+            wait_for(lambda: has_checkpoint(run_dir) and step_of(run_dir) > step
+                     and squeue(task)[0] == "RUNNING", "a running task with a new checkpoint")
+            kill(task)
+            _, err = p.communicate(timeout=180)
+        finally:
+            p.kill()
+        assert p.returncode == 4, err  # the run stopped before finishing
+        assert run_dir_name(run) in err and "resumes" in err, err
+        return task, err
+
+    # scancel --signal=KILL: SLURM cancels the job (SIGTERM, then SIGKILL after KillWait), the
+    # run checkpoints and records why it stopped
+    first, _ = interrupt(lambda task: subprocess.run(["scancel", "--signal=KILL", task],
+                                                     check=True, timeout=30))
     (rec,) = read_results(results_path(out))[0]
-    assert rec.status == "preempted" and task in rec.error, rec
+    assert rec.status == "preempted" and rec.error, rec
+    assert jobs(out)[run.run_id][-1]["state"] == "CANCELLED"
+    # a rerun resumes; then the training process itself is killed outright (no chance to write
+    # anything): the waiting sweep records the status, naming the task
+    second, _ = interrupt(lambda task: os.kill(wait_for(lambda: training_pid(task), "the pid"),
+                                               9))
+    (rec,) = read_results(results_path(out))[0]
+    assert second != first and rec.status == "preempted" and second in rec.error, rec
     assert jobs(out)[run.run_id][-1]["state"] in ("FAILED", "CANCELLED")
+    assert "resuming from its checkpoint" in task_log(out, second)
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
     assert r.returncode == 0, r.stderr
-    assert completed(out, [run])[run.run_id].tokens == 150_000
-    second = task_ids(out)[run.run_id]
-    assert second != task and "resuming from its checkpoint" in task_log(out, second)
+    assert completed(out, [run])[run.run_id].tokens == full_tokens(run)
+    third = task_ids(out)[run.run_id]
+    assert third != second and "resuming from its checkpoint" in task_log(out, third)
 
 
 def test_bad_partition_or_gpus_on_a_cpu_partition_is_one_line_exit_2(tmp_path):
