@@ -249,9 +249,12 @@ def check_oom(device: str, kind: str, work: Path) -> None:
     base = base_overrides(kind) + ["train.tokens=262144", "eval.tokens=8192"]
     big = train_run(load_config(None, base + huge), work / "oom_big", device, progress=False)
     nxt = train_run(load_config(None, base + small), work / "oom_next", device, progress=False)
+    # On CUDA the huge batch allocates most of the GPU before it fails, so the next run's peak
+    # must be far below it. On CPU the allocation is refused outright (nothing taken), so only
+    # the status and the message are checked and the figures printed.
+    own_peak = kind == "cpu" or (nxt.peak_memory_bytes or 0) < (big.peak_memory_bytes or 0)
     ok = (big.status == "oom" and "out of memory" in (big.error or "")
-          and nxt.status == "completed" and (nxt.peak_memory_bytes or 0)
-          < (big.peak_memory_bytes or 0))
+          and nxt.status == "completed" and own_peak)
     report("oom", "PASS" if ok else "FAIL",
            f"forced: {big.status}: {big.error}; next run {nxt.status}, peak "
            f"{nxt.peak_memory_bytes} vs the OOM run's {big.peak_memory_bytes} bytes")
