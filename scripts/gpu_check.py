@@ -196,6 +196,12 @@ def check_throughput(device: str, kind: str, sizes: list[int], steps: int) -> No
                                     batch=64 if kind == "cuda" else 32,
                                     tokens=None if kind == "cpu" else 64 * 128 * 200)
     TABLES["record_vs_bare"] = rec_rows
+    say("| record tok/s | bare tok/s | record/bare | wall s | setup s | train s | eval s | mfu |")
+    say("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rec_rows:
+        say(f"| {r['record_tokens_per_s']:,.0f} | {r['bare_tokens_per_s']:,.0f} | "
+            f"{r['ratio']:.3f} | {r['wall_time_s']:.1f} | {r['setup_s']:.1f} | "
+            f"{r['train_time_s']:.1f} | {r['eval_time_s']:.1f} | {r['mfu']:.3f} |")
     ratio = max(r["ratio"] for r in rec_rows)
     report("throughput", "PASS" if ratio >= 1.0 else "FAIL",
            f"{len(sizes)} sizes (table above); record/bare {ratio:.3f} (target >= 1.0)")
