@@ -129,3 +129,18 @@ def test_cost_law_is_robust_to_one_slow_run():
     assert fit.params["p"] == pytest.approx(0.9, abs=0.02)
     ols = np.polyfit(np.log(x), np.log(y), 1)[0]
     assert abs(ols - 0.9) > 0.05  # least squares is tilted by that one run
+
+
+def test_bootstrap_resamples_runs_before_the_best_per_shape_selection():
+    """A resample that did not draw a shape's best run reduces that shape to the runs it drew:
+    the selection is redone inside each resample, so its variance reaches the intervals."""
+    from llmscale.fit.select import reduce_shapes
+
+    shape = ["a", "a", "b", "b"]
+    loss = np.array([2.0, 2.5, 3.0, 3.2])
+    rep, red, mult = reduce_shapes(shape, loss, "best")
+    assert rep.tolist() == [0, 2] and red.tolist() == [2.0, 3.0] and mult.tolist() == [2, 2]
+    rep, red, mult = reduce_shapes(shape, loss, "best", counts=np.array([0, 3, 1, 0]))
+    assert rep.tolist() == [1, 2] and red.tolist() == [2.5, 3.0] and mult.tolist() == [3, 1]
+    rep, red, mult = reduce_shapes(shape, loss, "mean", counts=np.array([1, 3, 0, 2]))
+    assert red.tolist() == [pytest.approx(2.375), 3.2] and mult.tolist() == [4, 2]
