@@ -376,6 +376,11 @@ class SweepTask:
             rec, how = train_claimed(p, Path(out), device, progress=False)
         finally:
             warning.finished = True
+            if on_slurm:
+                # Done: nothing left to checkpoint. Ignored (not Python handlers, which
+                # interpreter shutdown resets), so a late warning cannot fail the finished task.
+                signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+                signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         log.info("%s: %s%s", p.run_dir.name, rec.status if rec is not None else how,
                  f" ({rec.error})" if rec is not None and rec.error else "")
         if on_slurm and warning.warned and rec is not None and rec.status == "preempted":
