@@ -236,11 +236,25 @@ def _cpu_peak_key() -> str:
     return f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
+def _busy() -> tuple[bool, str]:
+    """Whether other work competes for the cores now (1-minute load average above the core
+    count), and that figure in words."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return False, "load unknown"
+    cpus = os.cpu_count() or 1
+    return load > cpus, f"load average {load:.1f} on {cpus} CPUs"
+
+
 def cpu_peak(cache_dir: str | Path | None = None, *, refresh: bool = False
              ) -> tuple[float | None, str]:
-    """This CPU's peak, measured once per (machine, thread count, torch) and cached in
-    <llmscale cache>/cpu_peak_flops.json with how it was measured. `refresh` measures again
-    and keeps the higher figure (a busy machine only ever measures low)."""
+    """This CPU's peak, measured per (machine, thread count, torch) and cached in
+    <llmscale cache>/cpu_peak_flops.json with how and under what load it was measured.
+
+    Another process's load only ever makes the figure low, so the cache keeps the best
+    measurement, and an entry measured on a busy machine is measured again at each later call
+    until a quiet measurement settles it. `refresh` measures again in any case."""
     from llmscale.atomic import atomic_write_text
     from llmscale.data.cache import cache_root
 
@@ -252,19 +266,26 @@ def cpu_peak(cache_dir: str | Path | None = None, *, refresh: bool = False
     except (OSError, ValueError, AssertionError):
         table = {}
     entry = table.get(key)
-    if entry and not refresh:
+    if entry and not refresh and not entry.get("busy"):
         return float(entry["flops"]), f"{entry['source']} (cached {entry['measured_at']})"
     rate, source = measure_cpu_peak()
+    busy, load = _busy()
     if not rate:
         return None, source
     if entry and float(entry["flops"]) >= rate:
-        return float(entry["flops"]), f"{entry['source']} (cached {entry['measured_at']})"
-    table[key] = {"flops": rate, "source": source, "measured_at": now_iso()}
+        entry["busy"] = entry.get("busy", False) and busy  # a quiet re-measure settles it
+        new = entry
+    else:
+        new = {"flops": rate, "source": f"{source}, {load}", "measured_at": now_iso(),
+               "busy": busy}
+    table[key] = new
     try:
         atomic_write_text(path, json.dumps(table, indent=2, sort_keys=True) + "\n")
     except OSError:
         pass  # an unwritable cache costs a re-measure next time, nothing else
-    return rate, source
+    if new is entry:
+        return float(entry["flops"]), f"{entry['source']} (cached {entry['measured_at']})"
+    return rate, new["source"]
 
 
 def peak_flops(device: torch.device, precision: str) -> tuple[float | None, str]:
