@@ -236,6 +236,9 @@ def _cpu_peak_key() -> str:
     return f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
+_MEASURED: set[str] = set()  # cache keys measured in this process (a busy one: not again)
+
+
 def _busy() -> tuple[bool, str]:
     """Whether other work competes for the cores now (1-minute load average above the core
     count), and that figure in words."""
@@ -253,7 +256,7 @@ def cpu_peak(cache_dir: str | Path | None = None, *, refresh: bool = False
     <llmscale cache>/cpu_peak_flops.json with how and under what load it was measured.
 
     Another process's load only ever makes the figure low, so the cache keeps the best
-    measurement, and an entry measured on a busy machine is measured again at each later call
+    measurement, and an entry measured on a busy machine is measured again (once per process)
     until a quiet measurement settles it. `refresh` measures again in any case."""
     from llmscale.atomic import atomic_write_text
     from llmscale.data.cache import cache_root
@@ -266,10 +269,11 @@ def cpu_peak(cache_dir: str | Path | None = None, *, refresh: bool = False
     except (OSError, ValueError, AssertionError):
         table = {}
     entry = table.get(key)
-    if entry and not refresh and not entry.get("busy"):
+    if entry and not refresh and not (entry.get("busy") and key not in _MEASURED):
         return float(entry["flops"]), f"{entry['source']} (cached {entry['measured_at']})"
     rate, source = measure_cpu_peak()
     busy, load = _busy()
+    _MEASURED.add(key)
     if not rate:
         return None, source
     if entry and float(entry["flops"]) >= rate:
