@@ -114,7 +114,9 @@ def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
 
 def bf16_native(device: torch.device) -> bool:
     """True where the GPU has bf16 tensor cores (Ampere, sm_80, and later); emulation does not
-    count (torch's default `including_emulation=True` says yes on a V100)."""
+    count (torch's default `including_emulation=True` says yes on a V100). torch asks the
+    *current* device: `setup_distributed` has made that the run's device (`set_device`), and a
+    pool worker sees only its own GPU."""
     return bool(torch.cuda.is_bf16_supported(including_emulation=False))
 
 
