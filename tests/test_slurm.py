@@ -254,24 +254,25 @@ def test_requeue_mid_run_resumes_and_ends_bitwise_equal_to_an_uninterrupted_run(
 
 
 def test_time_limit_signal_checkpoints_requeues_and_completes(tmp_path):
-    # time_min 1 with the warning 30 s before the limit: SLURM checks limits every 30 s, so the
-    # signal comes 30-60 s after a start (and the kill 30 s later). The run must still be
-    # training then, whatever this machine's speed: its length comes from a short run measured
-    # here (one thread, as the job).
+    # time_min 1 with the warning 5 s before the limit. SLURM checks limits every 30 s and
+    # signals at the check before the warning is due, so it comes 25-55 s after a start, and
+    # the kill at the limit at least 30 s later. The run must still be training at 55 s,
+    # whatever this machine's speed: its length comes from a short run measured here (one
+    # thread, as the job).
     train = {**TINY["train"], "batch_size": 8}
     cal = write_config(tmp_path, CPU, train={**train, "tokens": 100_000})
     r = run_cli("train", str(cal), "--out", str(tmp_path / "cal"), "--device", "cpu")
     assert r.returncode == 0, r.stderr
     rate = read_record_json(tmp_path / "cal" / RECORD_FILE).tokens_per_s  # tokens/s, training
-    tokens = int(rate * 75)  # longer than time_min
-    slurm = {**CPU, "time_min": 1, "signal_delay_s": 30}
+    tokens = int(rate * 70)  # longer than time_min
+    slurm = {**CPU, "time_min": 1, "signal_delay_s": 5}
     cfg = write_config(tmp_path, slurm, train={**train, "tokens": tokens},
                        output={"log_every_steps": 256, "checkpoint_every_tokens": tokens // 4})
     (run,) = planned(cfg)
     out = tmp_path / "s"
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis", timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "#SBATCH --signal=USR2@30" in submission_script(out)
+    assert "#SBATCH --signal=USR2@5" in submission_script(out)
     rec = completed(out, [run])[run.run_id]
     assert rec.tokens == full_tokens(run)
     task = task_ids(out)[run.run_id]
