@@ -425,3 +425,18 @@ def test_bad_partition_or_gpus_on_a_cpu_partition_is_one_line_exit_2(tmp_path):
     assert r.stderr.count("\n") == 1, r.stderr
     assert "'cpu' has no GPUs" in r.stderr and "gpu" in r.stderr.split("GPUs:")[-1], r.stderr
     assert not slurm_jobs_path(tmp_path / "s").exists()  # nothing was submitted
+
+
+def test_one_note_when_accounting_is_unavailable(capsys):
+    from llmscale.sweep import executors
+
+    sacct = subprocess.run(["sacct", "-n", "-j", "1"], capture_output=True, text=True, timeout=30)
+    if sacct.returncode == 0:
+        pytest.skip("this cluster has accounting (sacct answers)")
+    executors._SACCT_NOTED = False  # the note is once per process
+    gone = "999999_0"  # a task squeue does not know
+    for _ in range(3):  # polls
+        assert executors.task_states([gone]) == {gone: ("UNKNOWN", "not in squeue or sacct")}
+    err = capsys.readouterr().err
+    assert err.count("note: SLURM accounting is not available") == 1, err
+    assert err.count("\n") == 1, err

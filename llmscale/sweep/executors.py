@@ -630,6 +630,17 @@ def _record_interrupted(out: Path, p: PlannedRun, job_id: str, state: str,
     upsert_record(layout.results_path(out), table_record(rec, p, out))
 
 
+def _record_ended(out: Path, unfinished: list[PlannedRun]) -> None:
+    """Runs whose latest task ended while no `llmscale sweep` was waiting (--no-wait): record
+    why they stopped, as the waiting sweep would have."""
+    subs = read_jobs(out)
+    for p in unfinished:
+        last = (subs.get(p.run_id) or [None])[-1]
+        if last is not None and last.get("state") not in LIVE_STATES:
+            _record_interrupted(out, p, last["job_id"], last.get("state", "UNKNOWN"),
+                                last.get("submitted_at", ""))
+
+
 def _wait(out: Path, runs: dict[str, PlannedRun], progress: bool) -> None:
     """Follow the runs' latest tasks until none is pending or running. Ctrl-C stops waiting
     (the tasks stay queued)."""
@@ -729,6 +740,7 @@ def slurm_sweep(cfg: RunConfig, out: Path, *, wait: bool = True, retry_failed: b
     planned = sweep_state(cfg, out, points)
     unfinished = ("todo", "partial", "preempted", "running")
     live = live_tasks(out, {p.run_id for p in planned})
+    _record_ended(out, [p for p in planned if p.state in unfinished and p.run_id not in live])
     todo = [p for p in planned if (p.state in unfinished and p.state != "running")
             or (retry_failed and p.state == "failed") or p.run_id in live]
     if len(todo) > len(live):
@@ -766,7 +778,10 @@ def slurm_status_lines(sweep_dir: Path, planned: list[PlannedRun]) -> list[str]:
     if not layout.slurm_jobs_path(sweep_dir).is_file() or shutil.which("squeue") is None:
         return []
     live = live_tasks(sweep_dir, {p.run_id for p in planned})
-    if not live:
+    subs = read_jobs(sweep_dir)
+    stopped = {p.run_id: subs[p.run_id][-1] for p in planned
+               if p.run_id not in live and subs.get(p.run_id) and p.state not in ("done", "failed")}
+    if not live and not stopped:
         return []
     lines = [f"SLURM: {len(live)} task(s) queued or running "
              f"(task ids in {layout.slurm_jobs_path(sweep_dir)}):"]
@@ -776,4 +791,8 @@ def slurm_status_lines(sweep_dir: Path, planned: list[PlannedRun]) -> list[str]:
             kind = "queued" if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD") else "running"
             lines.append(f"  {kind}: {p.run_dir.name}: task {jid} {state}"
                          + (f" ({reason})" if reason else ""))
+        elif p.run_id in stopped:
+            last = stopped[p.run_id]
+            lines.append(f"  stopped: {p.run_dir.name}: task {last['job_id']} "
+                         f"{last.get('state', 'UNKNOWN')} (`llmscale sweep` resumes it)")
     return lines
