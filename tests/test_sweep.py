@@ -90,6 +90,12 @@ def test_each_planned_run_knows_its_sweep_point_and_flops_budget(tmp_path):
                        planned_run(tmp_path, points[0]), tmp_path)
     assert rec.run_dir == f"runs/{run_dir_name(points[0].cfg)}"
     assert rec.flops_budget == 1e8 and rec.sweep_point == points[0].sweep_point
+    # train.flops paired with widths in a zip (as configs/quickstart.yaml does) is a budget too
+    zipped = plan_points(cfg_with({"zip": {"model.hidden_dim": [8, 16],
+                                           "train.flops": ["1e8", 3e8]}}))
+    assert [p.flops_budget for p in zipped] == [1e8, 3e8]
+    with pytest.raises(UserError, match=r"^train.flops: 1e\+05 FLOPs buys"):
+        plan_points(cfg_with({"zip": {"model.hidden_dim": [8], "train.flops": [1e5]}}))
     # no budgets, no sweep section: no budget, and the base run has no sweep point
     plain = plan_points(cfg_with({}))
     assert [(p.flops_budget, p.sweep_point) for p in plain] == [(None, None)]

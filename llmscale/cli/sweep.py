@@ -60,7 +60,7 @@ def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None
         slots = est.local_slots(devices, runs_per_device)
     records = [p.record for p in planned if p.record is not None]
     rate = est.rate_for(records, slots.device)
-    secs = {p.run_id: rate.run_seconds(p.cfg, p.accounting, slots.slowdown) for p in planned}
+    secs = {p.run_id: rate.run_seconds(p.cfg, p.accounting, slots) for p in planned}
     lines = []
     if table:
         lines += _table(planned, secs)

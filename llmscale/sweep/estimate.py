@@ -21,11 +21,14 @@ from llmscale.accounting import RunAccounting
 from llmscale.config import RunConfig
 from llmscale.records import RunRecord
 
-# Assumed when nothing is measured yet. CPU: fitted to quickstart-sized runs on the 2-core
-# Zen 5 box (torch 2.13 CPU, 2026-11-29). CUDA: a round figure for what a small LSTM achieves
-# on a current data-centre GPU (far below peak); the estimate says it is an assumption.
+# Assumed when nothing is measured yet; the estimate says so. CPU: from the quickstart measured
+# on a quiet 2-core Zen 5 box (torch 2.13 CPU, DESIGN.md, 2026-11-29): 27 runs, 4.1e13 training
+# FLOPs and 30.8k optimizer steps in 583 s with the analysis; its smallest run stepped at
+# 235k tokens/s (4.4 ms per 1024-token step, ~1 ms of it FLOPs). So ~3 ms per step that does not
+# scale with FLOPs, ~1e11 FLOP/s achieved by the rest. CUDA: a round figure for what a small
+# LSTM achieves on a current data-centre GPU (far below its peak).
 ASSUMED = {
-    "cpu": {"rate": 2.0e10, "step_overhead_s": 1.5e-3, "setup_s": 1.0},
+    "cpu": {"rate": 1.0e11, "step_overhead_s": 3.0e-3, "setup_s": 0.5},
     "cuda": {"rate": 1.0e13, "step_overhead_s": 5.0e-3, "setup_s": 10.0},
 }
 BYTES_PER_PARAM_TRAIN = 16  # fp32 weights 4 + gradients 4 + AdamW moments 8
@@ -40,10 +43,13 @@ class Rate:
     setup_s: float
     how: str  # one line: measured from N runs, or the assumption
 
-    def run_seconds(self, cfg: RunConfig, acc: RunAccounting, slowdown: float = 1.0) -> float:
+    def run_seconds(self, cfg: RunConfig, acc: RunAccounting,
+                    slots: Slots | None = None) -> float:
         steps = max(1, acc.tokens // (cfg.train.batch_size * cfg.train.seq_len))
         flops = acc.flops + eval_flops(cfg, acc)
-        return self.setup_s + slowdown * (steps * self.step_overhead_s + flops / self.flops_per_s)
+        step_slow, flop_slow = (slots.step_slowdown, slots.flop_slowdown) if slots else (1.0, 1.0)
+        return (self.setup_s + step_slow * steps * self.step_overhead_s
+                + flop_slow * flops / self.flops_per_s)
 
 
 def eval_flops(cfg: RunConfig, acc: RunAccounting) -> float:
@@ -128,7 +134,11 @@ class Slots:
     device: str  # cpu | cuda
     n: int  # runs at once
     gpus_per_run: int  # for GPU-hours
-    slowdown: float  # CPU workers sharing one machine's cores each run this much slower
+    # CPU workers on one machine share its FLOP rate (each gets 1/n of it), while the per-step
+    # overhead (Python, the optimizer: one core each) slows only when there are more workers
+    # than cores. GPU slots: runs sharing one GPU share its rate.
+    flop_slowdown: float
+    step_slowdown: float
     how: str
 
 
@@ -141,10 +151,11 @@ def local_slots(devices: str | None, runs_per_device: int) -> Slots:
             [f"cuda:{i}" for i in range(gpus)] if devices == "auto" else ["cuda:0"])
     n = len(names) * runs_per_device
     if all(d == "cpu" for d in names):
-        return Slots("cpu", n, 0, float(n),
-                     f"{n} CPU worker(s) sharing this machine's cores" if n > 1 else
+        cores = os.cpu_count() or 1
+        return Slots("cpu", n, 0, float(n), max(1.0, n / cores),
+                     f"{n} CPU worker(s) sharing this machine's {cores} cores" if n > 1 else
                      "one run at a time on the CPU")
-    return Slots("cuda", n, 1, float(runs_per_device),
+    return Slots("cuda", n, 1, float(runs_per_device), 1.0,
                  f"{len(names)} GPU(s) x {runs_per_device} run(s) each")
 
 
@@ -154,7 +165,7 @@ def slurm_slots(cfg: RunConfig, n_runs: int) -> Slots:
     dev = "cuda" if s.gpus_per_run > 0 else "cpu"
     cap = (f"sweep.slurm.max_parallel = {s.max_parallel}" if s.max_parallel
            else "no max_parallel: every task at once, if the cluster grants them")
-    return Slots(dev, max(1, n), s.gpus_per_run, 1.0,
+    return Slots(dev, max(1, n), s.gpus_per_run, 1.0, 1.0,
                  f"SLURM, {n} array task(s) at once ({cap}), {s.gpus_per_run} GPU(s) per run")
 
 

@@ -31,7 +31,7 @@ class SweepPoint:
 
     cfg: RunConfig
     point: dict[str, Any]  # swept key -> value (grid, zip, runs, seeds, budgets, derived)
-    flops_budget: float | None  # FLOPs, the sweep.budgets entry this run was planned from
+    flops_budget: float | None  # FLOPs: the planned train.flops (sweep.budgets, or swept)
 
     @property
     def run_id(self) -> str:
@@ -57,7 +57,6 @@ def plan_points(cfg: RunConfig, *, log: Callable[[str], None] = say) -> list[Swe
     seen: set[str] = set()
     for i, point in enumerate(points):
         run = _apply(cfg, point, derived, where=f"sweep point {i} {show(point)}")
-        budget = point.get("train.flops") if budgets else None
         if "train.flops" in point:
             run = _with_budget(run, point, budgets)
         if run.run_id in seen:
@@ -65,7 +64,9 @@ def plan_points(cfg: RunConfig, *, log: Callable[[str], None] = say) -> list[Swe
         seen.add(run.run_id)
         swept = dict(point)
         swept.update({target: _get(run, target) for target, _ in derived})
-        out.append(SweepPoint(cfg=run, point=swept, flops_budget=budget))
+        # the planned budget (sweep.budgets, or train.flops set in the grid, zip, runs or the
+        # base config), not the FLOPs achieved after rounding to whole tokens
+        out.append(SweepPoint(cfg=run, point=swept, flops_budget=run.train.flops))
     if len(out) < len(points):
         log(f"sweep {cfg.name!r}: {len(points) - len(out)} of {len(points)} sweep points resolve "
             f"to a run_id already planned (identical resolved configs); each is run once "
@@ -175,13 +176,15 @@ def _apply(base: RunConfig, point: dict[str, Any], derived: list[tuple[str, str]
 
 def _with_budget(run: RunConfig, point: dict[str, Any], budgets: list[float]) -> RunConfig:
     """A FLOP budget buys this shape tokens_for_flops tokens; at least one batch is required."""
-    flops = point["train.flops"]
+    flops = run.train.flops  # the config's coerced value (YAML reads 1e6 as a string)
+    assert flops is not None
     tokens = tokens_for_flops(run.vocab_size, run.model, flops, seq_len=run.train.seq_len)
     batch_tokens = run.train.batch_size * run.train.seq_len
     if tokens < batch_tokens:
-        i = budgets.index(flops)
+        where = (f"sweep.budgets[{[float(b) for b in budgets].index(flops)}]"
+                 if flops in [float(b) for b in budgets] else "train.flops")
         raise UserError(
-            f"sweep.budgets[{i}]: {flops:.3g} FLOPs buys {tokens:,} tokens for "
+            f"{where}: {flops:.3g} FLOPs buys {tokens:,} tokens for "
             f"{shape(run)} ({show(point)}), less than one batch "
             f"(train.batch_size x train.seq_len = {batch_tokens:,} tokens); "
             f"raise the budget to >= {batch_tokens * run_accounting(run).flops_per_token:.3g}")
