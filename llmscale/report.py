@@ -282,6 +282,7 @@ def _planner_table(fit: FitResult) -> list[Block]:
     if not c_max:
         return []
     rows, warn = [], []
+    known = set(law_warnings(fit, fit.laws["chinchilla"]))  # listed with the laws above
     for factor in (1, 10, 100, 1000):
         r = plan_budget(fit, flops=c_max * factor)
         ni, ci = r.N_opt_interval, r.interval
@@ -289,13 +290,14 @@ def _planner_table(fit: FitResult) -> list[Block]:
             f" [{fmt(ni[0])}, {fmt(ni[1])}]" if ni else ""), fmt(r.inputs["D"]),
             f"{fmt(r.loss, 4)}" + (f" [{fmt(ci[0], 4)}, {fmt(ci[1], 4)}]" if ci else ""),
             f"{factor}×", "reliable" if r.reliable else "not reliable"))
-        warn += [f"C = {fmt(r.inputs['C'])}: {w}" for w in r.warnings]
+        warn += [f"C = {fmt(r.inputs['C'])}: {w}" for w in r.warnings if w not in known]
     out = [Block("p", "The budget planner (`llmscale predict --budget-flops C`) at the sweep's "
                       "largest compute and beyond, with 95% bootstrap intervals:"),
            Block("table", rows=(("C (FLOPs)", "N_opt [95%]", "D_opt (tokens)",
                                  "predicted loss [95%]", "× largest C", "verdict"), *rows))]
-    if warn:
-        out += [Block("p", "Not reliable, because:"), Block("list", rows=tuple(dict.fromkeys(warn)))]
+    if known or warn:
+        out += [Block("p", "Not reliable, because:"),
+                Block("list", rows=tuple(sorted(known)) + tuple(warn))]
     return out
 
 

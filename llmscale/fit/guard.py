@@ -88,11 +88,12 @@ def _query_warnings(fit: FitResult, entry: LawFit, loss: float, interval, ratios
     out = []
     floor = fit.floor_in_loss_units()
     if floor is not None:
-        low = min([loss] + ([interval[0]] if interval else []))
-        if low < floor:
-            what = "the prediction" if loss < floor else "its interval"
-            out.append(f"{what} ({low:.4g}) falls below the floor {floor:.4g}, the source's "
-                       "exact entropy: no model can get there")
+        if loss < floor:
+            out.append(f"the prediction {loss:.4g} falls below the floor {floor:.4g}, the "
+                       "source's exact entropy: no model can get there")
+        elif interval and interval[0] < floor:
+            out.append(f"its interval reaches {interval[0]:.4g}, below the floor {floor:.4g} "
+                       "(the source's exact entropy): the law is not constrained there")
     for k, ratio in ratios.items():
         if ratio > limit:
             out.append(f"the query extrapolates {ratio:.3g}x beyond the largest fitted {k} "
