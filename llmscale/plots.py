@@ -472,7 +472,7 @@ def _run_dir(data: SweepData, rec: RunRecord) -> Path | None:
         return None
     p = Path(rec.run_dir)
     # run_dir may be absolute or relative to the sweep dir (or the cwd of the sweep).
-    for cand in (p, data.sweep_dir / p, data.sweep_dir / "runs" / p.name):
+    for cand in (p, data.sweep_dir / p, data.sweep_dir / layout.RUNS_DIR / p.name):
         if (cand / layout.METRICS_FILE).is_file() or (cand / layout.POSITION_LOSS_FILE).is_file():
             return cand
     return None

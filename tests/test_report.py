@@ -147,3 +147,19 @@ def test_real_small_sweep_round_trips_its_fit(tmp_path):
     assert "6 (completed: 6)" in report and "No fit" not in report
     assert all(r.run_id in report for r in records)
     _assert_self_contained((out / "report.html").read_text())
+
+
+def test_model_kinds_side_by_side(tmp_path):
+    """Two kinds in one sweep: the report sets each kind's laws side by side, with where the
+    curves cross and its interval, from fit.json's groups."""
+    recs = make_records(shapes(hidden=(16, 32, 64)), budgets=())
+    gru = make_records(shapes(hidden=(16, 32, 64)), budgets=(), kind="gru", seed=1,
+                       law={"E": 1.7, "A": 40.0, "B": 300.0, "alpha": 0.3, "beta": 0.4})
+    sweep = write_sweep(tmp_path / "s", recs + gru)
+    fit = read_fit(sweep)
+    text = write_report(sweep)[0].read_text()
+    assert "## Model kinds side by side" in text and "| law | gru | lstm |" in text
+    alpha = fit.groups["gru"].laws["chinchilla"].params["alpha"]
+    assert f"alpha = {fmt(alpha)}" in text
+    assert "curves cross at [95%]" in text and len(fit.crossings) >= 1
+    assert "lstm vs gru" in text or "gru vs lstm" in text
