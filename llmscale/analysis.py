@@ -276,7 +276,17 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = N
     fit_file = layout.fit_path(sweep_dir)
     fresh = fit_file.is_file() and fit_file.stat().st_mtime >= results.stat().st_mtime
     note = refit_sweep(sweep_dir, bootstrap=bootstrap) if refit and not fresh else ""
-    fit = read_fit(fit_file) if fit_file.is_file() else None
+    fit = None
+    if fit_file.is_file():
+        try:
+            fit = read_fit(fit_file)
+        except UserError as e:  # a fit.json from an older llmscale: refit it once
+            if not refit or note:
+                raise
+            note = refit_sweep(sweep_dir, bootstrap=bootstrap)
+            if note:
+                raise UserError(f"{e}; refitting failed too: {note}") from None
+            fit = read_fit(fit_file)
     if note and fit is not None:  # the refit failed but an older fit exists: use it, say so
         note = f"{note}; showing the older {layout.FIT_FILE}"
     return SweepData(sweep_dir, records, problems, fit, note)

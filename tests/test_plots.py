@@ -149,3 +149,13 @@ def test_plot_cli_lists_figures(tmp_path, capsys):
     assert main(["plot", str(sweep)]) == 0
     out = capsys.readouterr().out
     assert "isoflop: not drawn" in out and "loss_vs_params: loss_vs_params.png" in out
+
+
+def test_a_fit_json_from_an_older_llmscale_is_refitted(tmp_path):
+    recs = make_records(shapes(hidden=(16, 32)), budgets=())
+    sweep = write_sweep(tmp_path / "s", recs, bootstrap=0)
+    (sweep / "fit.json").write_text('{"laws": {}, "points": []}')  # schema 1, untyped
+    t = (sweep / "results.csv").stat().st_mtime_ns + 10**9
+    os.utime(sweep / "fit.json", ns=(t, t))  # fresh by its date
+    data = load_sweep(sweep, bootstrap=0)
+    assert data.fit is not None and data.fit.laws
