@@ -134,7 +134,10 @@ def claim_sweep_dir(cfg: RunConfig, out_dir: Path, force: bool,
 
 
 def _say_growth(cfg: RunConfig, out_dir: Path, new_ids: set[str]) -> None:
-    old_ids = planned_run_ids(out_dir) or set()
+    try:
+        old_ids = planned_run_ids(out_dir) or set()
+    except UserError:  # an old plan that no longer expands (say, a budget now too small)
+        old_ids = set()
     finished = _finished_ids(out_dir)
     kept = len(finished & new_ids)
     added = len(new_ids - old_ids)
