@@ -357,7 +357,9 @@ class RunMemory:
     """The peak memory of one run, not of the process that ran it.
 
     CUDA: the allocator's peak statistics are reset at `start` and read at `stop`.
-    CPU: Linux's peak resident set (VmHWM) is reset at `start` by writing 5 to
+    CPU: first the C allocator hands memory freed by earlier runs back to the system
+    (glibc's malloc_trim: freed heap pages otherwise stay resident and would count as this
+    run's), then Linux's peak resident set (VmHWM) is reset by writing 5 to
     /proc/self/clear_refs and read at `stop`; where that is not allowed, a thread samples
     VmRSS every `interval_s` from `start` (and can miss a peak shorter than that).
     """
@@ -372,7 +374,9 @@ class RunMemory:
     def start(self) -> RunMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.sample or not _reset_hwm():
+            return self
+        _malloc_trim()
+        if self.sample or not _reset_hwm():
             self._sampled = _status_kib("VmRSS") * 1024
             self._thread = threading.Thread(target=self._sample, daemon=True,
                                             name="llmscale-rss-sampler")
@@ -393,6 +397,17 @@ class RunMemory:
             self._thread = None
             return MemoryPeak(max(self._sampled, _status_kib("VmRSS") * 1024), None)
         return MemoryPeak(_status_kib("VmHWM") * 1024 or None, None)
+
+
+def _malloc_trim() -> None:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to hand back this way
 
 
 def _reset_hwm() -> bool:
