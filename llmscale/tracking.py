@@ -105,15 +105,19 @@ class WandB:
     def __init__(self, cfg: RunConfig, run_dir: Path, run_id: str, start_step: int):
         import wandb
 
-        mode = os.environ.get("WANDB_MODE") or ("online" if _online() else "offline")
-        if mode == "offline":
-            log.info("wandb: no network; logging offline under %s (`wandb sync` uploads it)",
-                     run_dir / layout.WANDB_DIR)
+        mode = os.environ.get("WANDB_MODE")
+        if mode is None:
+            # online needs the network and credentials; never prompt (a batch job would hang)
+            online = _online() and wandb.login(prompt=False, verify=False)
+            mode = "online" if online else "offline"
+            if not online:
+                log.info("wandb: no network or no credentials; logging offline under %s "
+                         "(`wandb sync` uploads it later)", run_dir / layout.WANDB_DIR)
         (run_dir / layout.WANDB_DIR).mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "llmscale"),
                               group=cfg.name, name=run_dir.name, id=run_id, resume="allow",
                               config=cfg.to_dict(), dir=str(run_dir), mode=mode,
-                              reinit="create_new")
+                              reinit="create_new", settings=wandb.Settings(console="off"))
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         self.run.log(_metrics(metrics), step=step)

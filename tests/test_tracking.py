@@ -81,3 +81,23 @@ def test_only_rank_0_reports_and_no_report_to_writes_nothing(tmp_path):
     t.log(1, {"train_loss": 1.0})
     t.close()
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r0").exists()
+
+
+def test_wandb_logs_offline_without_network_or_credentials(tmp_path, monkeypatch):
+    """A real wandb run (the optional extra): no WANDB_MODE, no credentials here, so it logs
+    offline into RUN/wandb under the run's id, grouped by the sweep's name."""
+    pytest.importorskip("wandb")
+    for var in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    cfg = from_dict({**TINY, "output": {"report_to": ["wandb"]}})
+    t = open_tracker(cfg, tmp_path / "run", cfg.run_id)
+    assert t.trackers[0].run.group == "tracked" and t.trackers[0].run.id == cfg.run_id
+    assert t.trackers[0].run.config["model"]["hidden_dim"] == 8  # the resolved config
+    t.log(8, {"train_loss": 2.0, "val_loss": None, "lr": 0.01, "tokens_per_s": 1e4,
+              "grad_norm": 0.3})
+    t.close()
+    runs = list((tmp_path / "run" / layout.WANDB_DIR).glob(f"offline-run-*-{cfg.run_id}"))
+    assert len(runs) == 1 and (runs[0] / f"run-{cfg.run_id}.wandb").stat().st_size > 0
