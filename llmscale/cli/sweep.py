@@ -130,7 +130,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmscale.config import with_overrides
+    from llmscale.config import check_device_name, with_overrides
     from llmscale.sweep import plan_points, planned_run, run_sweep, sweep_state
 
     cfg = load(args)
@@ -142,9 +142,13 @@ def run(args: argparse.Namespace) -> int:
                         f"--executor slurm (or `torchrun ... llmscale train` for one run); the "
                         f"local executor runs one device per run")
     out = Path(args.out or cfg.output.dir)
-    check_inputs(cfg, [p.cfg for p in plan_points(cfg, log=lambda _msg: None)])
+    # a real run plans again in run_sweep, which reports duplicate points; say it once
+    points = plan_points(cfg, log=say if args.dry_run else (lambda _msg: None))
+    check_inputs(cfg, [p.cfg for p in points])
+    for d in (args.devices or "").split(","):
+        if d.strip():
+            check_device_name(d.strip(), "--devices")
     if args.dry_run:
-        points = plan_points(cfg)
         planned = (sweep_state(cfg, out, points, reconcile=False) if out.is_dir()
                    else [planned_run(out, p) for p in points])
         text, warnings = plan_estimate(planned, cfg, args.devices, args.runs_per_device)
