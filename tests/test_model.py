@@ -201,3 +201,12 @@ def test_run_ids_of_lstm_configs_did_not_change_with_model_kinds():
     assert load_config(None, []).run_id == "1efa5ec98242"
     assert load_config(configs / "seed_example.yaml").run_id == "54691713dc9b"
     assert load_config(None, ["model.kind=lstm"]).run_id == "1efa5ec98242"
+
+
+@pytest.mark.parametrize("setting", ["model.kind=rnn", "model.num_heads=3"])
+def test_bad_model_kind_or_heads_on_the_command_line_is_one_line_and_exit_2(setting, capsys):
+    from llmscale.cli import main
+
+    rc = main(["validate", "--set", "model.kind=transformer", "--set", setting])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and setting.split("=")[0] in err, err
