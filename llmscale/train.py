@@ -447,7 +447,7 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
            stop_after_steps: int | None, sweep_point: dict[str, Any] | None,
            flops_budget: float | None) -> RunRecord:
     acc = run_accounting(cfg)
-    ls = _loop_state(resume, out) if resume else LoopState(started_at=hw.now_iso())
+    ls = _loop_state(resume, out, cfg) if resume else LoopState(started_at=hw.now_iso())
     run = _Run(cfg=cfg, out=out, device=device, rank=dist_info.rank,
                world=dist_info.world_size, plan=plan_steps(cfg, dist_info.world_size, acc),
                acc=acc, precision=hw.resolve_precision(cfg.train.precision, device),
@@ -495,13 +495,29 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
     return record
 
 
-def _loop_state(resume: dict[str, Any], out: Path) -> LoopState:
+def _loop_state(resume: dict[str, Any], out: Path, cfg: RunConfig) -> LoopState:
+    """The checkpoint's LoopState. Its times stop where that checkpoint began to be written;
+    when the call that wrote it ended right there (preempted: checkpoint, then record.json at
+    the same step), the record's times include the checkpoint write and the end of the call,
+    and they are taken instead, so nothing that call spent goes unbilled."""
     try:
-        return LoopState.from_state_dict(resume)
+        ls = LoopState.from_state_dict(resume)
     except KeyError as e:
         raise UserError(f"checkpoint in {str(ckpt.checkpoint_dir(out))!r} lacks {e} (written by "
                         f"an older llmscale); delete that directory to start the run afresh"
                         ) from None
+    try:
+        old = read_record_json(out / layout.RECORD_FILE)
+    except (OSError, ValueError, TypeError):
+        return ls
+    step_tokens = cfg.train.batch_size * cfg.train.seq_len
+    if (old.run_id == cfg.run_id and old.status == "preempted"
+            and old.tokens == ls.step * step_tokens and old.wall_time_s is not None
+            and old.wall_time_s >= ls.times["wall"]):
+        ls.times = {"wall": old.wall_time_s, "setup": old.setup_s or 0.0,
+                    "train": old.train_time_s or 0.0, "eval": old.eval_time_s or 0.0,
+                    "checkpoint": old.checkpoint_time_s or 0.0}
+    return ls
 
 
 def _oom_message(run: _Run, ls: LoopState, e: BaseException) -> str:

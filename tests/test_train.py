@@ -165,6 +165,10 @@ def test_exact_resume_after_interruption_at_a_random_step(tmp_path):
     resumed = train_run(cfg, tmp_path / "part", "cpu", progress=False)
     assert resumed.status == "completed"
     assert resumed.tokens == full.tokens
+    # times add up over the two calls: the resumed record bills the interrupted call's too
+    for name in ("wall_time_s", "setup_s", "train_time_s", "checkpoint_time_s"):
+        assert getattr(resumed, name) > getattr(part, name) > 0, name
+    assert resumed.started_at == part.started_at
     assert resumed.val_loss == full.val_loss, f"stopped at step {stop}"
     assert resumed.train_loss == full.train_loss
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
