@@ -125,7 +125,8 @@ EOF
     done
 }
 
-alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# /proc, not kill -0: status works for users who may not signal root's daemons
+alive() { [ -f "$1" ] && [ -d "/proc/$(cat "$1")" ]; }
 
 start_munge() {
     if munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then return 0; fi

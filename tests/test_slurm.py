@@ -288,7 +288,7 @@ def test_no_wait_status_and_no_double_submission(tmp_path):
     # two runs, one task at a time: the second waits in the queue behind the first
     slurm = {**CPU, "max_parallel": 1}
     cfg = write_config(tmp_path, slurm, {"grid": {"model.hidden_dim": [8, 12]}},
-                       train={**TINY["train"], "tokens": 60_000})
+                       train={**TINY["train"], "tokens": 30_000})
     runs = planned(cfg)
     out = tmp_path / "s"
     t0 = time.monotonic()
@@ -329,15 +329,18 @@ def test_ddp_across_two_tasks_matches_one_process(tmp_path):
     train = {**TINY["train"], "tokens": 8000, "micro_batch_size": 2}
     cfg = write_config(tmp_path, slurm, train=train)
     (run,) = planned(cfg)
-    out = tmp_path / "s"
-    r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
+    out, ref = tmp_path / "s", tmp_path / "ref"
+    p_ref = start_cli("train", str(cfg), "--out", str(ref), "--device", "cpu")  # meanwhile
+    try:
+        r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
+        _, ref_err = p_ref.communicate(timeout=300)
+    finally:
+        p_ref.kill()
     assert r.returncode == 0, r.stderr
+    assert p_ref.returncode == 0, ref_err
     assert "#SBATCH --ntasks-per-node=2" in submission_script(out)
     rec = completed(out, [run])[run.run_id]
     assert rec.world_size == 2 and rec.gpu_count == 0
-    ref = tmp_path / "ref"
-    r = run_cli("train", str(cfg), "--out", str(ref), "--device", "cpu")
-    assert r.returncode == 0, r.stderr
     one = read_record_json(ref / RECORD_FILE)
     assert one.world_size == 1 and one.tokens == rec.tokens
     assert rec.val_loss == pytest.approx(one.val_loss, rel=1e-4)
