@@ -329,10 +329,14 @@ def set_rng_state(st: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(st["cuda"], device)
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, device: torch.device | None = None) -> None:
+    """Python, numpy, torch's CPU generator and the run device's CUDA generator (only it:
+    torch.manual_seed would seed every visible GPU's)."""
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)  # CPU, and CUDA lazily: a context is made only where one is used
+    torch.default_generator.manual_seed(seed)  # what torch.manual_seed does for the CPU
+    if device is not None and device.type == "cuda":
+        torch.cuda.manual_seed(seed)  # the current device: set_device made it the run's
 
 
 def _np_state_plain(s):

@@ -537,7 +537,7 @@ def _setup(run: _Run, ls: LoopState, resume: dict[str, Any] | None, *, progress:
 
     cfg, tr, device = run.cfg, run.cfg.train, run.device
     # -- data, model, optimizer (seeded: weights, dropout and data order follow train.seed)
-    hw.seed_everything(tr.seed)
+    hw.seed_everything(tr.seed, device)
     data = load_tokens(cfg, progress=progress and run.is_main)
     if data.vocab_size != cfg.vocab_size:
         raise UserError(f"token cache vocab_size {data.vocab_size} != config's {cfg.vocab_size}")

@@ -208,6 +208,8 @@ c.empty_cache = _make("empty_cache", None)
 c.get_rng_state = _make("get_rng_state", None)
 c.set_rng_state = _make("set_rng_state", None)
 c.get_rng_state_all = _make("get_rng_state_all", None)
+c.manual_seed = _make("manual_seed", None)
+c.manual_seed_all = _make("manual_seed_all", None)
 c.set_rng_state_all = _make("set_rng_state_all", None)
 '''
 
@@ -253,6 +255,7 @@ def test_pool_workers_each_see_one_gpu_as_cuda0(tmp_path):
         assert not [c for c in cs if c["fn"].endswith("_all")]
         fns = [c["fn"] for c in cs]
         assert fns.index("set_device") < fns.index("reset_peak_memory_stats")
+        assert "manual_seed" in fns  # the run device's generator, seeded after set_device
     # every run was recorded, failing honestly at the first real CUDA operation, on its worker
     records, problems = read_results(out / "results.csv")
     assert not problems and len(records) == 4
