@@ -698,14 +698,18 @@ def _wait_local(jobs: list, todo: list[PlannedRun], progress: bool) -> None:
         bar.close()
 
 
+def _require_sbatch() -> None:
+    if shutil.which("sbatch") is None:
+        raise UserError("executor slurm: sbatch is not on PATH (not a SLURM login node); "
+                        "use --executor local here")
+
+
 def run_slurm(cfg: RunConfig, out: Path, todo: list[PlannedRun], cluster: str | None,
               progress: bool, wait: bool = True) -> None:
     """Submit the runs of `todo` that have no live task yet; with `wait`, follow every live task
     of these runs until it ends. cluster: None = SLURM, "local" = submitit's local executor."""
     if cluster is None:
-        if shutil.which("sbatch") is None:
-            raise UserError("executor slurm: sbatch is not on PATH (not a SLURM login node); "
-                            "use --executor local here")
+        _require_sbatch()
         cluster = "slurm"
     if cluster == "local":
         jobs = _submit(cfg, out, todo, cluster)
@@ -735,6 +739,7 @@ def slurm_sweep(cfg: RunConfig, out: Path, *, wait: bool = True, retry_failed: b
     follow the tasks (unless not `wait`), and say what is left. Returns the exit code: 0 when
     every run has ended (completed, or failed/diverged/oom as recorded), EXIT_QUEUED when tasks
     are still queued or running, EXIT_UNFINISHED when runs stopped before finishing."""
+    _require_sbatch()
     points = plan_points(cfg)
     claim_sweep_dir(cfg, out, force, points)
     planned = sweep_state(cfg, out, points)
