@@ -101,8 +101,8 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 GresTypes=gpu
-NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-NodeName=$GPU_NODE NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$GPU_PORT CPUs=$cpus RealMemory=$mem Gres=gpu:2 State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Feature=llmscale State=UNKNOWN
+NodeName=$GPU_NODE NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$GPU_PORT CPUs=$cpus RealMemory=$mem Gres=gpu:2 Feature=llmscale State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$GPU_NODE MaxTime=INFINITE State=UP
 EOF

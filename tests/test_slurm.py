@@ -176,7 +176,11 @@ def has_checkpoint(run_dir: Path) -> bool:
 
 
 def test_cpu_partition_sweep_end_to_end_then_a_rerun_submits_nothing(tmp_path):
-    cfg = write_config(tmp_path, CPU, {"grid": {"model.hidden_dim": [8, 12]}})
+    site = {"account": "llmscale-test", "qos": "normal", "constraint": "llmscale",
+            "setup": ["export LLMSCALE_SETUP_MARK=from-setup",
+                      "echo \"setup ran: $LLMSCALE_SETUP_MARK\" >&2"],
+            "additional": {"comment": "llmscale-slurm-test"}}
+    cfg = write_config(tmp_path, {**CPU, **site}, {"grid": {"model.hidden_dim": [8, 12]}})
     runs = planned(cfg)
     out = tmp_path / "s"
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
@@ -186,11 +190,18 @@ def test_cpu_partition_sweep_end_to_end_then_a_rerun_submits_nothing(tmp_path):
     # a CPU-only array: no GPU request in the generated sbatch script
     script = submission_script(out)
     assert "#SBATCH --partition=cpu" in script and "gpu" not in script.replace("gpus_per", "")
+    # the site settings reach sbatch, and the setup lines run in the job before the task
+    for line in ("--account=llmscale-test", "--qos=normal", "--constraint=llmscale",
+                 "--comment=llmscale-slurm-test", "export LLMSCALE_SETUP_MARK=from-setup"):
+        assert line in script, line
     # every run's task id is in the sweep directory, and SLURM knows the task ran to the end
     ids = task_ids(out)
     assert sorted(ids) == sorted(r.run_id for r in runs)
     for task in ids.values():
         assert squeue(task)[0] == "COMPLETED", task
+        assert "Comment=llmscale-slurm-test" in scontrol_job(task)
+    log_err = next((out / SLURM_DIR).glob("*/*_0_log.err")).read_text()
+    assert "setup ran: from-setup" in log_err, log_err
     # quiet: at most one note about the missing accounting, no per-poll warnings
     assert r.stderr.count("sacct") <= 1 and "Bypassing" not in r.stderr, r.stderr
     # a rerun finds everything done: nothing submitted, nothing recorded anew
@@ -427,6 +438,13 @@ def test_bad_partition_or_gpus_on_a_cpu_partition_is_one_line_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1, r.stderr
     assert "'cpu' has no GPUs" in r.stderr and "gpu" in r.stderr.split("GPUs:")[-1], r.stderr
+    # sbatch refusing what the site settings asked: its reason, on one line
+    r = run_cli("sweep", str(cfg), "--out", str(tmp_path / "s"),
+                "--set", "sweep.slurm.additional.reservation=nope")
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert "sbatch refused" in last and "reservation" in last and "Traceback" not in r.stderr
+    assert "sbatch: error" not in r.stderr.replace(last, ""), r.stderr  # said once
     assert not slurm_jobs_path(tmp_path / "s").exists()  # nothing was submitted
 
 

@@ -12,6 +12,8 @@ module level.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -588,7 +590,9 @@ def _submit(cfg: RunConfig, out: Path, todo: list[PlannedRun], cluster: str) -> 
     ex.update_parameters(**_executor_params(cfg, cluster))
     data = [{**payload(p), "gpus_per_run": cfg.sweep.slurm.gpus_per_run} for p in todo]
     try:
-        jobs = ex.map_array(SweepTask(), data, [str(out)] * len(todo))
+        # submitit prints sbatch's complaint itself; it is said once, below, with what was asked
+        with contextlib.redirect_stderr(io.StringIO()):
+            jobs = ex.map_array(SweepTask(), data, [str(out)] * len(todo))
     except submitit.core.utils.FailedJobError as e:
         s = cfg.sweep.slurm
         raise UserError(f"sbatch refused the array (partition {s.partition or 'default'}, "
