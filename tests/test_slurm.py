@@ -422,6 +422,8 @@ def test_hard_kill_records_a_status_and_a_rerun_resumes(tmp_path):
     assert second != first and rec.status == "preempted" and second in rec.error, rec
     assert jobs(out)[run.run_id][-1]["state"] in ("FAILED", "CANCELLED")
     assert "resuming from its checkpoint" in task_log(out, second)
+    st = run_cli("status", str(out))
+    assert f"stopped: {run_dir_name(run)}: task {second}" in st.stdout, st.stdout
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis")
     assert r.returncode == 0, r.stderr
     assert completed(out, [run])[run.run_id].tokens == full_tokens(run)

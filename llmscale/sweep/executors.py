@@ -547,15 +547,16 @@ def _update_states(out: Path, states: dict[str, tuple[str, str]]) -> None:
             _write_jobs(out, runs)
 
 
-def live_tasks(out: Path, run_ids: set[str] | None = None) -> dict[str, tuple[str, str, str]]:
+def live_tasks(out: Path, run_ids: set[str] | None = None, *,
+               record: bool = True) -> dict[str, tuple[str, str, str]]:
     """{run_id: (job_id, state, reason)} for runs whose latest task is still pending or running
-    (asked of squeue now; jobs.json is updated with what it says)."""
+    (asked of squeue now; with `record`, jobs.json is updated with what it says)."""
     latest = {rid: subs[-1] for rid, subs in read_jobs(out).items()
               if subs and (run_ids is None or rid in run_ids)}
     candidates = {rid: sub["job_id"] for rid, sub in latest.items()
                   if sub.get("state", "PENDING") in LIVE_STATES}
     states = task_states(list(candidates.values()))
-    if states:
+    if states and record:
         _update_states(out, states)
     return {rid: (jid, *states[jid]) for rid, jid in candidates.items()
             if states[jid][0] in LIVE_STATES}
@@ -783,25 +784,30 @@ def slurm_sweep(cfg: RunConfig, out: Path, *, wait: bool = True, retry_failed: b
 
 
 def slurm_status_lines(sweep_dir: Path, planned: list[PlannedRun]) -> list[str]:
-    """For `llmscale status`: the runs with a task still queued or running, with task ids."""
+    """For `llmscale status`: runs with a task queued or running (with its task id), and runs
+    whose task ended before they did. Read-only: status may look at a directory it cannot write."""
     if not layout.slurm_jobs_path(sweep_dir).is_file() or shutil.which("squeue") is None:
         return []
-    live = live_tasks(sweep_dir, {p.run_id for p in planned})
     subs = read_jobs(sweep_dir)
-    stopped = {p.run_id: subs[p.run_id][-1] for p in planned
-               if p.run_id not in live and subs.get(p.run_id) and p.state not in ("done", "failed")}
-    if not live and not stopped:
-        return []
-    lines = [f"SLURM: {len(live)} task(s) queued or running "
-             f"(task ids in {layout.slurm_jobs_path(sweep_dir)}):"]
+    latest = {p.run_id: subs[p.run_id][-1] for p in planned if subs.get(p.run_id)}
+    states = task_states([sub["job_id"] for sub in latest.values()
+                          if sub.get("state", "PENDING") in LIVE_STATES])
+    lines = []
     for p in planned:
-        if p.run_id in live:
-            jid, state, reason = live[p.run_id]
+        sub = latest.get(p.run_id)
+        if sub is None:
+            continue
+        jid = sub["job_id"]
+        state, reason = states.get(jid, (sub.get("state", "UNKNOWN"), sub.get("reason", "")))
+        if state in LIVE_STATES:
             kind = "queued" if state in ("PENDING", "REQUEUED", "REQUEUE_HOLD") else "running"
             lines.append(f"  {kind}: {p.run_dir.name}: task {jid} {state}"
                          + (f" ({reason})" if reason else ""))
-        elif p.run_id in stopped:
-            last = stopped[p.run_id]
-            lines.append(f"  stopped: {p.run_dir.name}: task {last['job_id']} "
-                         f"{last.get('state', 'UNKNOWN')} (`llmscale sweep` resumes it)")
-    return lines
+        elif p.state not in ("done", "failed"):
+            lines.append(f"  stopped: {p.run_dir.name}: task {jid} {state} "
+                         f"(`llmscale sweep` resumes it)")
+    if not lines:
+        return []
+    live = sum(" queued: " in ln or " running: " in ln for ln in lines)
+    return [f"SLURM: {live} task(s) queued or running (task ids in "
+            f"{layout.slurm_jobs_path(sweep_dir)}):"] + lines
