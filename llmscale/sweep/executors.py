@@ -631,7 +631,8 @@ def _record_interrupted(out: Path, p: PlannedRun, job_id: str, state: str,
         batch_size=cfg.train.batch_size, lr=cfg.train.lr, seed=cfg.train.seed,
         config_hash=config_hash(cfg), finished_at=_now(),
         error=f"SLURM task {job_id} ended {state} before the run finished (killed, cancelled or "
-              f"failed outside training); a rerun resumes it from its last checkpoint")
+              f"failed outside training: see {layout.SLURM_DIR}/{job_id}/{job_id}_0_log.err); "
+              f"a rerun resumes it from its last checkpoint")
     upsert_record(layout.results_path(out), table_record(rec, p, out))
 
 
