@@ -51,8 +51,8 @@ def test_quickstart_end_to_end_reduced(tmp_path, capsys):
     rc = main(["sweep", str(ROOT / "configs" / "quickstart.yaml"), "--out", str(out),
                "--set", "data.synthetic_tokens=150000", "--set", "data.synthetic_val_tokens=5000",
                "--set", "eval.tokens=4096", "--set", "eval.every_tokens=16384",
-               "--set", "sweep.grid={model.hidden_dim: [8, 12, 16, 24], "
-                        "train.tokens: [16384, 32768]}"])
+               "--set", "sweep.zip={model.hidden_dim: [8, 12, 16, 24, 8, 12, 16, 24], "
+                        "train.tokens: [16384, 16384, 16384, 16384, 32768, 32768, 32768, 32768]}"])
     assert rc == 0, capsys.readouterr().err
     records, problems = read_results(out / "results.csv")
     assert problems == [] and len(records) == 8
