@@ -154,6 +154,7 @@ def test_incomplete_or_inconsistent_entries_are_rebuilt(tmp_path, caplog):
     with open(entry / "train.bin", "r+b") as fh:
         fh.truncate(100)
     (entry / ".train.bin.x.tmp").write_bytes(b"junk")
+    caplog.clear()  # only this load's messages (logging may be on at INFO from earlier tests)
     with caplog.at_level(logging.INFO, logger="llmscale.data"):
         again = load_tokens(cfg, progress=False)
     msgs = " ".join(r.message for r in caplog.records)
