@@ -270,11 +270,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def _note_ignored_model_keys(raw: dict[str, Any], cfg: RunConfig) -> None:
     """Transformer-only keys set on an RNN are ignored, not refused: a sweep over model.kind
-    sets them once in the base config, and refusing would make that sweep unwritable."""
+    sets them once in the base config, and refusing would make that sweep unwritable.
+    Only values other than the default are noted: a run's own config.yaml lists every key."""
     model = raw.get("model")
     if cfg.model.kind == "transformer" or not isinstance(model, dict):
         return
-    given = [f"model.{k}" for k in TRANSFORMER_ONLY_KEYS if k in model]
+    defaults = ModelConfig()
+    given = [f"model.{k}" for k in TRANSFORMER_ONLY_KEYS
+             if k in model and getattr(cfg.model, k) != getattr(defaults, k)]
     if given:
         logging.getLogger("llmscale.config").warning(
             "note: %s only %s to model.kind transformer; ignored for kind %s (and left "

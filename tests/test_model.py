@@ -188,6 +188,11 @@ def test_transformer_keys_on_an_rnn_are_ignored_with_a_note(caplog):
     gru = load_config(None, ["model.kind=gru"])
     assert gru.run_id != base.run_id
     assert load_config(None, ["model.kind=gru", "model.num_heads=8"]).run_id == gru.run_id
+    # a run's own config.yaml lists every key at its value: the defaults are not noted
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="llmscale.config"):
+        load_config(None, ["model.kind=gru", "model.num_heads=4", "model.mlp_ratio=4.0"])
+    assert "note:" not in caplog.text
     t4 = load_config(None, ["model.kind=transformer"])
     t8 = load_config(None, ["model.kind=transformer", "model.num_heads=8"])
     assert len({t4.run_id, t8.run_id, gru.run_id, base.run_id}) == 4
