@@ -48,6 +48,12 @@ def test_families_reduced_end_to_end(tmp_path, capsys):
     assert problems == [] and len(records) == 6
     assert sorted(r.model_kind for r in records) == ["gru", "gru", "lstm", "lstm",
                                                     "transformer", "transformer"]
+    # every kind records everything an LSTM run records
+    lstm_filled = {k for r in records if r.model_kind == "lstm"
+                   for k, v in r.to_dict().items() if v not in (None, "")}
+    for r in records:
+        missing = sorted(k for k in lstm_filled if r.to_dict()[k] in (None, ""))
+        assert not missing, (r.model_kind, missing)
     for r in records:
         assert r.status == "completed", r.error
         assert r.run_dir
