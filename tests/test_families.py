@@ -1,20 +1,35 @@
 """configs/families.yaml: three model kinds x five sizes on one corpus; and a reduced copy of it
 run end to end, so every kind's run records its kind, its accounting and its loss by position.
 
-(Exact resume for every kind is tested with the training loop, tests/test_train.py.)"""
+(test_train.py tests exact resume for every kind without dropout; here with it.)"""
 
 import math
 from pathlib import Path
 
+import pytest
+import torch
+from safetensors.torch import load_file
+
 from llmscale.accounting import run_accounting
+from llmscale.checkpoint import weights_path
 from llmscale.cli import main
 from llmscale.config import load_config
 from llmscale.layout import CONFIG_FILE, POSITION_LOSS_FILE
 from llmscale.position import read_position_loss
 from llmscale.records import read_results
 from llmscale.sweep import plan_sweep
+from llmscale.train import train_run
 
 FAMILIES = Path(__file__).resolve().parents[1] / "configs" / "families.yaml"
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 def test_families_is_three_kinds_by_at_least_five_sizes_on_one_corpus():
@@ -65,3 +80,24 @@ def test_families_reduced_end_to_end(tmp_path, capsys):
         rows = read_position_loss(out / r.run_dir / POSITION_LOSS_FILE)
         assert [p for p, _ in rows] == list(range(1, 513))
         assert all(math.isfinite(v) for _, v in rows)
+
+
+@pytest.mark.parametrize("kind", ["gru", "transformer"])
+def test_new_kinds_resume_bitwise_with_dropout_and_accumulation(tmp_path, kind, one_thread):
+    """Dropout (the GRU's between layers, the transformer's inside SDPA) draws from the RNG,
+    and accumulation slices the carried state per micro-batch: an interrupted run still ends
+    bitwise where the uninterrupted one does, position_loss.csv included."""
+    cfg = load_config(None, [
+        f"model.kind={kind}", "model.num_heads=2", "model.num_layers=2", "model.dropout=0.1",
+        "tokenizer.kind=bytes", "tokenizer.vocab_size=null", "data.synthetic_tokens=6000",
+        "data.synthetic_val_tokens=600", "model.embedding_dim=16", "model.hidden_dim=16",
+        "train.batch_size=8", "train.micro_batch_size=4", "train.seq_len=16",
+        "train.tokens=6144", "eval.tokens=1100", "output.log_every_steps=5"])
+    full = train_run(cfg, tmp_path / "full", "cpu", progress=False)
+    part = train_run(cfg, tmp_path / "part", "cpu", progress=False, stop_after_steps=17)
+    assert (full.status, part.status) == ("completed", "preempted"), (full.error, part.error)
+    resumed = train_run(cfg, tmp_path / "part", "cpu", progress=False)
+    assert (resumed.val_loss, resumed.train_loss) == (full.val_loss, full.train_loss)
+    a, b = load_file(str(weights_path(tmp_path / "full"))), load_file(str(weights_path(tmp_path / "part")))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_position_loss(tmp_path / "part") == read_position_loss(tmp_path / "full")
