@@ -208,7 +208,7 @@ def crossings(groups: dict[str, FitResult], span: float = 1e3) -> tuple[Crossing
                         for p in g.points if (p.C if x == "C" else p.N)]
                 grid = np.logspace(np.log10(min(vals) / span), np.log10(max(vals) * span), 2000)
                 at = _cross(law, fa.params, fb.params, x, grid)
-                pairs = list(zip(fa.samples, fb.samples, strict=False))
+                pairs = list(zip(fa.finite_samples, fb.finite_samples, strict=False))
                 sampled = [c for c in (_cross(law, sa, sb, x, grid) for sa, sb in pairs)
                            if c is not None]
                 interval = (tuple(float(v) for v in np.percentile(sampled, [2.5, 97.5]))

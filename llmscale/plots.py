@@ -182,10 +182,11 @@ def _grid(values, lo_pad: float = 1.5, hi_pad: float = 3.0, n: int = 200) -> np.
 
 def _band(entry: LawFit, **inputs) -> tuple[np.ndarray, np.ndarray] | None:
     """Percentile band of the bootstrap samples' predictions (None without samples)."""
-    if len(entry.samples) < 2:
+    samples = entry.finite_samples
+    if len(samples) < 2:
         return None
     with np.errstate(all="ignore"):
-        preds = np.stack([predict(entry.law, s, **inputs) for s in entry.samples])
+        preds = np.stack([predict(entry.law, s, **inputs) for s in samples])
     preds[~np.isfinite(preds) | (preds <= 0)] = np.nan  # log axes: a non-positive loss is off-plot
     q = 100 * (1 - entry.ci_level) / 2
     with warnings.catch_warnings():
@@ -647,8 +648,8 @@ def fig_position_loss(data: SweepData):
     ax = axes[0, 0]
     kinds = sorted({kind_of(r) for r, _ in curves})
     for (rec, m), n in zip(curves, sizes, strict=True):
-        ok = np.isfinite(m["loss"]) & (m["position"] > 0)
-        ax.plot(m["position"][ok], m["loss"][ok], color=cmap(norm(n) * 0.9), lw=1.0,
+        x, y = _log_bins(m["position"], m["loss"])
+        ax.plot(x, y, color=cmap(norm(n) * 0.9), lw=1.2, marker=".", ms=4,
                 ls=KIND_STYLES.get(kind_of(rec), "-."))
     from matplotlib.cm import ScalarMappable
     from matplotlib.lines import Line2D
@@ -663,7 +664,25 @@ def fig_position_loss(data: SweepData):
     ax.grid(True, which="both", alpha=0.25)
     return fig, ("Per-token validation loss against position in the context (for recurrent "
                  "models: distance from the last state reset), by model kind (line style) and "
-                 "size (colour), as in Kaplan et al. 2020, Figure 20.")
+                 "size (colour), as in Kaplan et al. 2020, Figure 20. Each point is the mean "
+                 "over a log-spaced bin of positions (1, 2, 3-4, 5-8, ...): one position's "
+                 "loss is a mean over few windows and jitters.")
+
+
+def _log_bins(position: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss over positions 1, 2, 3-4, 5-8, ..., each at its bin's geometric centre."""
+    ok = np.isfinite(loss) & (position >= 1)
+    position, loss = position[ok], loss[ok]
+    if not len(position):
+        return position, loss
+    edges = [0.5, 1.5] + [2.0 ** k + 0.5 for k in range(1, int(np.log2(position.max())) + 2)]
+    xs, ys = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        sel = (position > lo) & (position <= hi)
+        if sel.any():
+            xs.append(float(np.sqrt(position[sel].min() * position[sel].max())))
+            ys.append(float(loss[sel].mean()))
+    return np.asarray(xs), np.asarray(ys)
 
 
 def fig_kinds(data: SweepData):

@@ -159,3 +159,36 @@ def test_a_fit_json_from_an_older_llmscale_is_refitted(tmp_path):
     os.utime(sweep / "fit.json", ns=(t, t))  # fresh by its date
     data = load_sweep(sweep, bootstrap=0)
     assert data.fit is not None and data.fit.laws
+
+
+def test_position_loss_is_binned_on_log_spaced_positions():
+    import numpy as np
+
+    from llmscale.plots import _log_bins
+
+    pos = np.arange(1, 513, dtype=float)
+    x, y = _log_bins(pos, pos)
+    assert y.tolist() == [1, 2, 3.5, 6.5, 12.5, 24.5, 48.5, 96.5, 192.5, 384.5]  # 1,2,3-4,..,257-512
+    assert np.all(np.diff(x) > 0)
+
+
+def test_an_overflowed_bootstrap_sample_does_not_break_the_figures(tmp_path):
+    """An unconstrained law's resample can overflow a coefficient; fit.json stores it as null
+    and every reader skips it."""
+    import json
+
+    recs = make_records(shapes(hidden=(16, 32, 64)))
+    sweep = write_sweep(tmp_path / "s", recs)
+    raw = json.loads((sweep / "fit.json").read_text())
+    for law in raw["laws"].values():
+        if law["samples"] and "A" in law["samples"][0]:
+            law["samples"][0]["A"] = None
+    (sweep / "fit.json").write_text(json.dumps(raw))
+    t = (sweep / "results.csv").stat().st_mtime_ns + 10**9
+    os.utime(sweep / "fit.json", ns=(t, t))
+    data = load_sweep(sweep)
+    ch = data.fit.laws["chinchilla"]
+    assert len(ch.finite_samples) == len(ch.samples) - 1
+    man = make_plots(sweep, data, formats=("png",))
+    assert man["loss_vs_params"]["files"] and man["loss_vs_compute"]["files"]
+    assert main(["predict", str(sweep / "fit.json"), "--params", "3e4", "--tokens", "1e6"]) == 0

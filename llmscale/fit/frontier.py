@@ -36,6 +36,8 @@ def optimal_exponents(params: dict[str, float], q: float = 6.0, r: float = 1.0
     """a, b, G of the closed form; None when a fitted exponent is not positive (then loss does
     not fall with N or with D, and there is no trade-off to optimise)."""
     alpha, beta, A, B = params["alpha"], params["beta"], params["A"], params["B"]
+    if not all(v is not None and np.isfinite(v) for v in (alpha, beta, A, B)):
+        return None  # a bootstrap sample that overflowed
     if not (alpha > 0 and beta > 0 and A > 0 and B > 0):
         return None
     s = alpha + r * beta
@@ -48,7 +50,9 @@ def chinchilla_optimal(params: dict[str, float], q: float = 6.0, r: float = 1.0,
     best = optimal_exponents(params, q, r)
     if best is None:
         return None
-    ss = tuple(s for s in (optimal_exponents(p, q, r) for p in samples) if s is not None)
+    with np.errstate(all="ignore"):
+        ss = tuple(s for s in (optimal_exponents(p, q, r) for p in samples)
+                   if s is not None and all(np.isfinite(v) for v in s.values()))
     lo = 100 * (1 - ci_level) / 2
     intervals = {k: (float(np.percentile([s[k] for s in ss], lo)),
                      float(np.percentile([s[k] for s in ss], 100 - lo))) for k in ("a", "b")

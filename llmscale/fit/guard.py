@@ -71,10 +71,11 @@ def law_warnings(fit: FitResult, entry: LawFit) -> list[str]:
 
 
 def _interval(entry: LawFit, **inputs) -> tuple[float, float] | None:
-    if len(entry.samples) < 2:
+    samples = entry.finite_samples
+    if len(samples) < 2:
         return None
     with np.errstate(all="ignore"):
-        preds = np.array([float(predict(entry.law, s, **inputs)) for s in entry.samples])
+        preds = np.array([float(predict(entry.law, s, **inputs)) for s in samples])
     preds = preds[np.isfinite(preds)]
     if len(preds) < 2:
         return None

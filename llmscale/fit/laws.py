@@ -91,11 +91,14 @@ def predict_cost(params: dict[str, float], x) -> np.ndarray:
 
 def theta_to_params(law: Law, theta: np.ndarray) -> dict[str, float]:
     out: dict[str, float] = {}
-    for i, t in enumerate(law.terms):
-        out[t.coef] = float(np.exp(theta[2 * i]))
-        out[t.exponent] = float(theta[2 * i + 1])
-    if law.constant:
-        out[law.constant] = float(np.exp(theta[-1]))
+    # A bootstrap resample of an unconstrained law can run a log-coefficient past 709: its
+    # coefficient is then inf, the honest value (readers skip such samples).
+    with np.errstate(over="ignore"):
+        for i, t in enumerate(law.terms):
+            out[t.coef] = float(np.exp(theta[2 * i]))
+            out[t.exponent] = float(theta[2 * i + 1])
+        if law.constant:
+            out[law.constant] = float(np.exp(theta[-1]))
     return out
 
 

@@ -79,6 +79,14 @@ class LawFit:
     residuals: tuple[Residual, ...]
     notes: tuple[str, ...] = ()
 
+    @property
+    def finite_samples(self) -> tuple[dict[str, float], ...]:
+        """The bootstrap samples whose every parameter is a finite number. A resample can run a
+        coefficient to overflow (an unconstrained law); the interval counted it, but it cannot
+        be evaluated (fit.json stores it as null)."""
+        return tuple(s for s in self.samples
+                     if all(v is not None and math.isfinite(v) for v in s.values()))
+
 
 @dataclass(frozen=True)
 class Allocation:
