@@ -65,7 +65,29 @@ class Loaded:
     records: list[RunRecord]
 
 
-def _load_rows(path: Path, n_col: str, loss_col: str) -> Loaded:
+def planned_ids(sweep_dir: Path, all_runs: bool) -> set[str] | None:
+    """run_ids of the sweep's current plan (sweep.yaml), or None for every run: asked for
+    (`all_runs`), or a bare results.csv without a sweep.yaml beside it."""
+    if all_runs:
+        return None
+    from llmscale.sweep.state import planned_run_ids
+
+    return planned_run_ids(sweep_dir)
+
+
+def _in_plan(records: list[RunRecord], keep: set[str] | None) -> tuple[list[RunRecord], list[str]]:
+    """Records of the current plan, and a note on the others (a grown or shrunk sweep keeps the
+    runs that dropped out of its plan in results.csv; fits leave them out unless asked)."""
+    if keep is None:
+        return records, []
+    kept = [r for r in records if r.run_id in keep]
+    out = len(records) - len(kept)
+    return kept, ([f"{out} run(s) in {layout.RESULTS_FILE} are no longer in the sweep's plan "
+                   f"({layout.SWEEP_FILE}) and are left out (--all-runs includes them)"]
+                  if out else [])
+
+
+def _load_rows(path: Path, n_col: str, loss_col: str, all_runs: bool = False) -> Loaded:
     with open(path, newline="", encoding="utf-8") as fh:
         header = next(csv.reader(fh), [])
     missing = [c for c in (n_col, loss_col) if c not in header]
@@ -78,6 +100,8 @@ def _load_rows(path: Path, n_col: str, loss_col: str) -> Loaded:
                     for i, row in enumerate(csv.DictReader(fh))]
         return Loaded(path, rows, (), (), [])
     records, problems = read_results(path)
+    records, dropped = _in_plan(records, planned_ids(path.parent, all_runs))
+    problems = list(problems) + dropped
     rows, skipped = [], []
     for r in records:
         if r.status != "completed":
@@ -124,9 +148,10 @@ def _runs(loaded: Loaded, n_col: str, d_col: str, c_col: str, loss_col: str
 
 def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_nonembedding",
               d_column="tokens", c_column="flops", loss_column="val_loss", reduce="best",
-              bootstrap=200, seed=0) -> FitResult:
+              bootstrap=200, seed=0, all_runs=False) -> FitResult:
     """Fit every requested law (default: all the data supports) and write fit.json. A sweep with
-    several model kinds gets one fit per kind under `groups` as well."""
+    several model kinds gets one fit per kind under `groups` as well. Runs that are no longer
+    in the sweep's plan are left out unless `all_runs`."""
     if reduce not in ("best", "mean"):
         raise UserError(f"reduce={reduce!r}; allowed: best, mean")
     unknown = [law for law in laws or [] if law not in LAW_NAMES]
@@ -135,7 +160,7 @@ def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_n
     if bootstrap < 0:
         raise UserError(f"bootstrap={bootstrap}; give 0 (no intervals) or more resamples")
     path = _resolve(source)
-    loaded = _load_rows(path, n_column, loss_column)
+    loaded = _load_rows(path, n_column, loss_column, all_runs)
     if not loaded.rows:
         raise UserError(f"{path}: no completed run to fit")
     runs, notes = _runs(loaded, n_column, d_column, c_column, loss_column)
@@ -160,6 +185,7 @@ def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_n
             groups[kind] = fit_runs(runs.take(idx), model_kind=kind, skipped=(),
                                     cost=_cost_laws(sub, n_column, bootstrap, seed), **common)
         result = replace(result, groups=groups, crossings=crossings(groups))
+    result = replace(result, all_runs=all_runs)
     atomic_write_text(Path(out_dir or path.parent) / layout.FIT_FILE, result.to_json())
     return result
 
@@ -258,7 +284,8 @@ class SweepData:
     fit_note: str  # why there is no fit, or why it may be stale; "" when fresh
 
 
-def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = None) -> SweepData:
+def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = None,
+               all_runs: bool = False) -> SweepData:
     """Records and the fit of a sweep directory, fitting first when fit.json is missing or
     older than results.csv (`refit`). A fit that cannot be made (too few completed runs) is not
     an error here: figures that need no fit are still drawn, and the report says why."""
@@ -270,20 +297,24 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = N
         raise UserError(f"{results} not found: SWEEP_DIR must hold a sweep's "
                         f"{layout.RESULTS_FILE}")
     records, problems = read_results(results)
+    records, _ = _in_plan(records, planned_ids(sweep_dir, all_runs))  # the fit notes say it
     if not records:
         raise UserError(f"{results} holds no readable runs" +
                         (f" ({len(problems)} unreadable rows)" if problems else ""))
     fit_file = layout.fit_path(sweep_dir)
     fresh = fit_file.is_file() and fit_file.stat().st_mtime >= results.stat().st_mtime
-    note = refit_sweep(sweep_dir, bootstrap=bootstrap) if refit and not fresh else ""
+    note = refit_sweep(sweep_dir, bootstrap, all_runs) if refit and not fresh else ""
     fit = None
     if fit_file.is_file():
         try:
             fit = read_fit(fit_file)
+            if refit and not note and fit.all_runs != all_runs:  # fitted on other runs
+                note = refit_sweep(sweep_dir, bootstrap, all_runs)
+                fit = read_fit(fit_file)
         except UserError as e:  # a fit.json from an older llmscale: refit it once
             if not refit or note:
                 raise
-            note = refit_sweep(sweep_dir, bootstrap=bootstrap)
+            note = refit_sweep(sweep_dir, bootstrap, all_runs)
             if note:
                 raise UserError(f"{e}; refitting failed too: {note}") from None
             fit = read_fit(fit_file)
@@ -292,10 +323,11 @@ def load_sweep(sweep_dir: Path, *, refit: bool = True, bootstrap: int | None = N
     return SweepData(sweep_dir, records, problems, fit, note)
 
 
-def refit_sweep(sweep_dir: Path, bootstrap: int | None = None) -> str:
+def refit_sweep(sweep_dir: Path, bootstrap: int | None = None, all_runs: bool = False) -> str:
     """Fit the sweep (writes fit.json); '' on success, else why it could not be fitted."""
     try:
-        fit_sweep(sweep_dir, **({} if bootstrap is None else {"bootstrap": bootstrap}))
+        fit_sweep(sweep_dir, all_runs=all_runs,
+                  **({} if bootstrap is None else {"bootstrap": bootstrap}))
     except UserError as e:
         return f"no fit: {e}"
     return ""

@@ -201,3 +201,37 @@ def test_compute_law_with_tokens_is_answered(tmp_path, capsys):
     assert main(["predict", fj, "--law", "compute", "--params", "1e5"]) == 2
     err = capsys.readouterr().err
     assert "needs C" not in err and "--tokens" in err
+
+
+def test_runs_no_longer_in_the_plan_are_left_out_unless_asked(tmp_path, capsys):
+    """A shrunk sweep keeps its dropped runs in results.csv; fit, plot and report leave them out
+    (and say so); --all-runs puts them back."""
+    from llmscale.accounting import run_accounting
+    from llmscale.config import from_dict
+    from llmscale.sweep import plan_sweep
+    from llmscale.sweep.state import claim_sweep_dir
+
+    def cfg(widths):
+        return from_dict({"name": "grow", "tokenizer": {"kind": "bytes", "vocab_size": None},
+                          "sweep": {"grid": {"model.hidden_dim": widths,
+                                             "train.tokens": [100_000, 300_000, 1_000_000]}}})
+
+    full = cfg([8, 16, 32, 64])
+    claim_sweep_dir(full, tmp_path, force=False)
+    for r in plan_sweep(full):
+        acc = run_accounting(r)
+        n, d = acc.params_nonembedding, r.train.tokens
+        upsert_record(tmp_path / "results.csv", RunRecord(
+            run_id=r.run_id, sweep="grow", status="completed", hidden_dim=r.model.hidden_dim,
+            params_nonembedding=n, flops_per_token=acc.flops_per_token, tokens=d,
+            flops=float(acc.flops_per_token * d),
+            val_loss=float(predict("chinchilla", TRUE, N=n, D=d))))
+    claim_sweep_dir(cfg([8, 16, 32]), tmp_path, force=False)  # shrunk: hidden 64 dropped
+    fit = fit_sweep(tmp_path, bootstrap=0)
+    assert len(fit.points) == 9
+    assert any("3 run(s)" in n and "--all-runs" in n for n in fit.notes)
+    assert len(fit_sweep(tmp_path, bootstrap=0, all_runs=True).points) == 12
+    assert main(["fit", str(tmp_path), "--bootstrap", "0"]) == 0
+    assert "9 points" in capsys.readouterr().out
+    assert main(["report", str(tmp_path), "--all-runs"]) == 0
+    assert "12 points" in (tmp_path / "report.md").read_text()

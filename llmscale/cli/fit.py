@@ -23,6 +23,8 @@ def add_parser(sub) -> None:
                    help="several runs per shape (learning rates, seeds): keep the best or the mean")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--all-runs", action="store_true",
+                   help="include runs of results.csv that are no longer in the sweep's plan")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     fit = fit_sweep(args.source, laws=args.laws, out_dir=args.out, n_column=args.n_column,
                     d_column=args.d_column, c_column=args.c_column,
                     loss_column=args.loss_column, reduce=args.reduce, bootstrap=args.bootstrap,
-                    seed=args.seed)
+                    seed=args.seed, all_runs=args.all_runs)
     print(format_table(fit))
     return 0
 

@@ -189,6 +189,7 @@ class FitResult:
     model_kind: str | None = None  # the kind this fit covers (groups), None: all runs
     groups: dict[str, FitResult] = field(default_factory=dict)  # one fit per model kind
     crossings: tuple[Crossing, ...] = ()
+    all_runs: bool = False  # runs no longer in the sweep's plan were included (--all-runs)
     schema: int = SCHEMA
 
     def law(self, name: str) -> LawFit | None:
