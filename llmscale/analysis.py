@@ -251,9 +251,12 @@ def _cross(law: str, pa: dict, pb: dict, x: str, grid: np.ndarray) -> float | No
     s = np.flatnonzero(ok[:-1] & ok[1:] & (np.sign(d[:-1]) != np.sign(d[1:])))
     if len(s) == 0:
         return None
-    i = s[0]  # the first crossing, interpolated in log x
-    t = d[i] / (d[i] - d[i + 1])
-    return float(10 ** (np.log10(grid[i]) + t * (np.log10(grid[i + 1]) - np.log10(grid[i]))))
+    lg = np.log10(grid)
+    t = d[s] / (d[s] - d[s + 1])  # each crossing, interpolated in log x
+    xs = lg[s] + t * (lg[s + 1] - lg[s])
+    # Curves may cross more than once: the crossing nearest the data (the grid's centre, the
+    # data's geometric middle) is the one the runs speak to.
+    return float(10 ** xs[np.argmin(np.abs(xs - 0.5 * (lg[0] + lg[-1])))])
 
 
 # ----------------------------------------------------------------------------- reading

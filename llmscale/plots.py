@@ -702,11 +702,18 @@ def fig_kinds(data: SweepData):
             grid = _grid([p.C for p in pts], 1.5, 10.0)
             ax.plot(grid, _positive(predict("compute", entry.params, C=grid)), color=color,
                     lw=1.6, ls=KIND_STYLES.get(kind, "-."), label=f"{kind}: L(C)")
+    cs = [p.C for g in groups.values() for p in g.points if p.C]
+    lo, hi = min(cs) / 2, max(cs) * 10  # the view the curves are drawn on
     for c in data.fit.crossings:
-        if c.law == "compute" and c.at is not None:
+        # only crossings in view: one far outside (two kinds almost parallel) would flatten it
+        if c.law == "compute" and c.at is not None and lo <= c.at <= hi:
             ax.axvline(c.at, color="#777777", lw=0.8, ls=":")
+            ax.annotate(f"{c.kinds[0]} = {c.kinds[1]}", (c.at, 0.02), xycoords=("data",
+                        "axes fraction"), rotation=90, fontsize=7, color="#555555")
             if c.interval:
-                ax.axvspan(c.interval[0], c.interval[1], color="#999999", alpha=0.12, lw=0)
+                ax.axvspan(max(lo, c.interval[0]), min(hi, c.interval[1]), color="#999999",
+                           alpha=0.12, lw=0)
+    ax.set_xlim(lo, hi)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(_label("flops"))
