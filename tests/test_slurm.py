@@ -302,16 +302,13 @@ def test_no_wait_status_and_no_double_submission(tmp_path):
                        train={**TINY["train"], "tokens": 30_000})
     runs = planned(cfg)
     out = tmp_path / "s"
-    t0 = time.monotonic()
     r = run_cli("sweep", str(cfg), "--out", str(out), "--no-analysis", "--no-wait")
-    took = time.monotonic() - t0
     assert r.returncode == 3, r.stderr  # submitted, still queued
     assert "still queued or running" in r.stderr
     ids = task_ids(out)
     assert sorted(ids) == sorted(x.run_id for x in runs)
     states = {t: squeue(t)[0] for t in ids.values()}
     assert "PENDING" in states.values(), states  # it returned before the tasks ended
-    assert took < 60, took
     # status shows the queued (and running) tasks with their ids
     st = run_cli("status", str(out))
     assert st.returncode == 0, st.stderr
