@@ -152,7 +152,7 @@ def record_vs_bare(quick: bool, device: str = "cpu", hidden: int = 512, batch: i
     print(f"{'round':>5} {'record tok/s':>13} {'bare tok/s':>11} {'record/bare':>11} "
           f"{'wall s':>7} {'setup s':>7} {'train s':>7} {'eval s':>7} {'ckpt s':>7} {'mfu':>6}")
     rows = []
-    for r in range(1 if quick else 2):
+    for r in range(1 if quick else 3):
         with tempfile.TemporaryDirectory() as tmp:
             rec = train_run(cfg, Path(tmp) / "run", device, progress=False)
         assert rec.status == "completed", rec.error
@@ -166,6 +166,11 @@ def record_vs_bare(quick: bool, device: str = "cpu", hidden: int = 512, batch: i
               f"{rec.tokens_per_s / bare:>11.3f} {rec.wall_time_s:>7.1f} {rec.setup_s:>7.1f} "
               f"{rec.train_time_s:>7.1f} {rec.eval_time_s:>7.1f} {rec.checkpoint_time_s:>7.1f} "
               f"{rec.mfu:>6.3f}", flush=True)
+    if len(rows) > 1:  # load from other processes only slows a loop: the best of each counts
+        best_rec = max(r["record_tokens_per_s"] for r in rows)
+        best_bare = max(r["bare_tokens_per_s"] for r in rows)
+        print(f"{'best':>5} {best_rec:>13,.0f} {best_bare:>11,.0f} {best_rec / best_bare:>11.3f}",
+              flush=True)
     return rows
 
 
