@@ -69,9 +69,13 @@ def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None
     todo_flops = sum(p.accounting.flops for p in todo)
     left = est.makespan([secs[p.run_id] for p in todo], slots.n)
     disk = sum(p.accounting.params_total for p in planned) * est.BYTES_PER_PARAM_CHECKPOINT
-    lines.append(f"{len(planned)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
-                 f"{total_flops:.3g} FLOPs in all, {todo_flops:.3g} left; about "
-                 f"{est.fmt_time(left)} left on {slots.n} slot(s)")
+    analysis = est.analysis_seconds(len(planned))
+    head = (f"{len(planned)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
+            f"{total_flops:.3g} FLOPs in all, {todo_flops:.3g} left; ")
+    lines.append(head + (f"about {est.fmt_time(left)} left on {slots.n} slot(s), then about "
+                         f"{est.fmt_time(analysis)} for the fit, plots and report: "
+                         f"{est.fmt_time(left + analysis)} in all" if todo else
+                         "nothing left to train"))
     gpu_h = sum(secs[p.run_id] for p in todo) * slots.gpus_per_run / 3600
     lines.append(f"GPU-hours left: {gpu_h:.3g}" if slots.device == "cuda" else
                  "GPU-hours left: 0 (CPU)")

@@ -21,16 +21,21 @@ from llmscale.accounting import RunAccounting
 from llmscale.config import RunConfig
 from llmscale.records import RunRecord
 
-# Assumed when nothing is measured yet; the estimate says so. CPU: from the quickstart measured
-# on a quiet 2-core Zen 5 box (torch 2.13 CPU, DESIGN.md, 2026-11-29): 27 runs, 4.1e13 training
-# FLOPs and 30.8k optimizer steps in 583 s with the analysis; its smallest run stepped at
-# 235k tokens/s (4.4 ms per 1024-token step, ~1 ms of it FLOPs). So ~3 ms per step that does not
-# scale with FLOPs, ~1e11 FLOP/s achieved by the rest. CUDA: a round figure for what a small
-# LSTM achieves on a current data-centre GPU (far below its peak).
+# Assumed when nothing is measured yet; the estimate says so. CPU, on the 2-core Zen 5 box
+# (torch 2.13 CPU, 2026-11-29): the first quickstart (27 runs, one process, 4.1e13 training
+# FLOPs, 30.8k steps) took 583 s on a quiet machine (DESIGN.md), its smallest run stepping at
+# 235k tokens/s (4.4 ms per 1024-token step, ~1 ms of it FLOPs); the current one (26 runs, two
+# single-thread workers, 7.9e12 FLOPs, 19.3k steps) used 306 s of CPU (`/usr/bin/time`, a
+# loaded machine). ~3 ms per step that does not scale with FLOPs and ~8e10 FLOP/s for the rest
+# fit both within 15%. CUDA: a round figure for what a small LSTM achieves on a current
+# data-centre GPU (far below its peak).
 ASSUMED = {
-    "cpu": {"rate": 1.0e11, "step_overhead_s": 3.0e-3, "setup_s": 0.5},
+    "cpu": {"rate": 8.0e10, "step_overhead_s": 3.0e-3, "setup_s": 0.5},
     "cuda": {"rate": 1.0e13, "step_overhead_s": 5.0e-3, "setup_s": 10.0},
 }
+# The analysis after a sweep (fit with bootstrap, figures, report), seconds: base + per run.
+# Measured: 10.8 s of CPU for the 26-run quickstart (2026-11-29).
+ANALYSIS_S = (5.0, 0.4)
 BYTES_PER_PARAM_TRAIN = 16  # fp32 weights 4 + gradients 4 + AdamW moments 8
 BYTES_PER_PARAM_CHECKPOINT = 12  # safetensors weights 4 + trainer state (AdamW moments) 8
 
@@ -179,6 +184,11 @@ def _gpu_count() -> int:
     return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
 
 
+def analysis_seconds(n_runs: int) -> float:
+    base, per_run = ANALYSIS_S
+    return base + per_run * n_runs
+
+
 def makespan(seconds: list[float], slots: int) -> float:
     """Wall time of `seconds` jobs on `slots` workers taking the next job when free (longest
     first, as the plan lists sizes)."""
@@ -249,5 +259,6 @@ def fmt_time(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f}s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f}m"
+        m, s = divmod(round(seconds), 60)
+        return f"{m}m{s:02d}s" if m < 10 else f"{m}m"
     return f"{seconds / 3600:.1f}h"
