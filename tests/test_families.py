@@ -14,9 +14,9 @@ from llmscale.accounting import run_accounting
 from llmscale.checkpoint import weights_path
 from llmscale.cli import main
 from llmscale.config import load_config
-from llmscale.layout import CONFIG_FILE, POSITION_LOSS_FILE
+from llmscale.layout import CONFIG_FILE, POSITION_LOSS_FILE, RECORD_FILE
 from llmscale.position import read_position_loss
-from llmscale.records import read_results
+from llmscale.records import read_record_json, read_results
 from llmscale.sweep import plan_sweep
 from llmscale.train import train_run
 
@@ -101,3 +101,41 @@ def test_new_kinds_resume_bitwise_with_dropout_and_accumulation(tmp_path, kind, 
     a, b = load_file(str(weights_path(tmp_path / "full"))), load_file(str(weights_path(tmp_path / "part")))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_position_loss(tmp_path / "part") == read_position_loss(tmp_path / "full")
+
+
+TINY_TRANSFORMER = [
+    "model.kind=transformer", "model.num_heads=2", "model.num_layers=2",
+    "tokenizer.kind=bytes", "tokenizer.vocab_size=null", "data.synthetic_tokens=6000",
+    "data.synthetic_val_tokens=600", "model.embedding_dim=16", "model.hidden_dim=16",
+    "train.batch_size=8", "train.micro_batch_size=2", "train.seq_len=16", "train.tokens=6144",
+    "eval.tokens=1100", "output.log_every_steps=8",
+]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_transformer_under_ddp_matches_one_process(tmp_path):
+    """Two gloo ranks (torchrun) train the transformer as one process does: its empty carried
+    state goes through the same gather and checkpoint path as the RNNs' state."""
+    import os
+    import subprocess
+    import sys
+
+    cli = ["-m", "llmscale", "train", *[a for s in TINY_TRANSFORMER for a in ("--set", s)],
+           "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    repo = FAMILIES.parents[1]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", *cli[1:], "--out", str(tmp_path / "ddp")],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = subprocess.run([sys.executable, *cli, "--out", str(tmp_path / "one")], cwd=repo,
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert one.returncode == 0, one.stderr[-3000:]
+    a = read_record_json(tmp_path / "ddp" / RECORD_FILE)
+    b = read_record_json(tmp_path / "one" / RECORD_FILE)
+    assert (a.world_size, b.world_size, a.model_kind) == (2, 1, "transformer")
+    assert a.tokens == b.tokens
+    assert a.val_loss == pytest.approx(b.val_loss, rel=1e-4)
+    assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+    pa, pb = read_position_loss(tmp_path / "ddp"), read_position_loss(tmp_path / "one")
+    assert [v for _, v in pa] == pytest.approx([v for _, v in pb], rel=1e-4)
