@@ -23,11 +23,21 @@ def test_the_documented_configs_exist():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_every_config_validates_and_expands(path, capsys):
-    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+def test_every_config_validates_and_expands(path, capsys, tmp_path):
+    argv = ["validate", str(path)]
+    if load_config(path).data.source == "files":
+        # a template for the user's own corpus: validate checks its files exist, so give one
+        (tmp_path / "a.txt").write_text("some text\n" * 100)
+        argv += ["--set", f"data.paths=[{tmp_path}/*.txt]"]
+    assert main(argv) == 0, capsys.readouterr().err
     runs = plan_sweep(load_config(path))
     assert len(runs) >= 1
     assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_a_files_template_without_its_corpus_says_which_glob_matches_nothing(capsys):
+    assert main(["validate", str(ROOT / "configs" / "local_text.yaml")]) == 2
+    assert "data.paths: 'corpus/*.txt' matches no file" in capsys.readouterr().err
 
 
 def test_seed_example_is_the_founding_model():
