@@ -59,6 +59,7 @@ from llmscale.tracking import open_tracker
 
 log = logging.getLogger("llmscale.train")
 
+POSITION_WINDOWS = 64  # windows scored for position_loss.csv: cheap, and enough for a curve
 METRICS_COLUMNS = ("run_id", "step", "tokens", "train_loss", "val_loss", "lr", "grad_norm",
                    "tokens_per_s", "elapsed_s")
 # Names kept for importers of the pre-layout API; layout.py is their one definition.
@@ -714,16 +715,20 @@ def _timed_eval(run: _Run, ls: LoopState) -> float:
 
 def _write_position_loss(run: _Run, ls: LoopState) -> None:
     """position_loss.csv: the held-out loss by distance from a state reset / context start
-    (llmscale.position), over the same held-out tokens as val_loss. Billed as evaluation."""
+    (llmscale.position) over at most 64 fresh windows of the validation split, each at least
+    512 tokens and at least the training window. Billed as evaluation."""
     from llmscale.position import MIN_CONTEXT, position_loss, write_position_loss
 
-    if run.val.numel() < MIN_CONTEXT + 1:
-        log.info("position loss skipped: %d held-out tokens, a window needs %d (raise "
-                 "eval.tokens)", run.val.numel(), MIN_CONTEXT + 1)
+    context = max(MIN_CONTEXT, run.cfg.train.seq_len)
+    n = min(len(run.data.val), POSITION_WINDOWS * (context + 1))
+    if n < context + 1:
+        log.warning("position loss skipped: the validation split has %d tokens, one window of "
+                    "context %d needs %d", len(run.data.val), context, context + 1)
         return
     _sync(run.device)
     t = time.perf_counter()
-    rows = position_loss(run.model, run.val, MIN_CONTEXT, batch_size=run.eval_bs,
+    val = torch.from_numpy(np.asarray(run.data.val[:n], dtype=np.int64)).to(run.device)
+    rows = position_loss(run.model, val, context, batch_size=run.eval_bs,
                          chunk=run.cfg.train.seq_len,
                          autocast=autocast_for(run.precision, run.device))
     write_position_loss(run.out, rows)
