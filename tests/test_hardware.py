@@ -185,6 +185,20 @@ def _count():
     return 2 if v is None else len([x for x in v.split(",") if x])
 
 
+def _barrier():
+    """A worker's first run waits here until every worker has reached its first run, so no
+    worker drains the queue (runs fail fast here) before the other one starts: a condition on
+    files, not a timing guess."""
+    d, visible = os.environ["LLMSCALE_CUDA_STANDIN_BARRIER"], _visible()
+    if visible is None:  # the sweep process itself
+        return
+    open(os.path.join(d, "ready-" + visible), "w").close()
+    import time
+    deadline = time.monotonic() + 120
+    while len(os.listdir(d)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _make(name, result):
     def f(*args, **kwargs):
         _log(name, *args, *kwargs.values())
@@ -199,7 +213,8 @@ c.set_device = _make("set_device", None)
 c.current_device = _make("current_device", 0)
 c.get_device_name = _make("get_device_name", lambda: f"stand-in GPU {_visible()}")
 c.get_device_capability = _make("get_device_capability", (9, 0))
-c.is_bf16_supported = _make("is_bf16_supported", True)
+_is_bf16 = _make("is_bf16_supported", True)
+c.is_bf16_supported = lambda *a, **k: (_is_bf16(*a, **k), _barrier())[0]
 c.reset_peak_memory_stats = _make("reset_peak_memory_stats", None)
 c.max_memory_allocated = _make("max_memory_allocated", 0)
 c.max_memory_reserved = _make("max_memory_reserved", 0)
@@ -225,8 +240,10 @@ def test_pool_workers_each_see_one_gpu_as_cuda0(tmp_path):
     standin.mkdir()
     (standin / "sitecustomize.py").write_text(STANDIN)
     log = tmp_path / "cuda_calls.jsonl"
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     env = dict(os.environ, PYTHONPATH=str(standin), LLMSCALE_CUDA_STANDIN_LOG=str(log),
-               OMP_NUM_THREADS="1")
+               LLMSCALE_CUDA_STANDIN_BARRIER=str(barrier), OMP_NUM_THREADS="1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     out = tmp_path / "sweep"
     sets = ["name=pin", "tokenizer.kind=bytes", "data.synthetic_tokens=3000",
@@ -239,6 +256,7 @@ def test_pool_workers_each_see_one_gpu_as_cuda0(tmp_path):
                           cwd=Path(__file__).resolve().parents[1], env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert sorted(os.listdir(barrier)) == ["ready-0", "ready-1"]  # both workers trained
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     by_pid: dict[int, list[dict]] = {}
     for c in calls:
