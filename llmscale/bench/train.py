@@ -61,7 +61,9 @@ def _time_real(cfg, batches, device) -> float:
     return _timed(run, batches, device)
 
 
-def _time_bare(cfg, batches, device) -> float:
+def _bare_loop(cfg, device):
+    """A bare AdamW loop over the run's model (no schedule, clipping, logging or checkpoints):
+    returns `run(batches)`, which trains on them and waits for the device at the end."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
@@ -77,9 +79,13 @@ def _time_bare(cfg, batches, device) -> float:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        float(loss.detach())
+        float(loss.detach())  # waits for the device, as a logging step does
 
-    return _timed(run, batches, device)
+    return run
+
+
+def _time_bare(cfg, batches, device) -> float:
+    return _timed(_bare_loop(cfg, device), batches, device)
 
 
 def _timed(run, batches, device) -> float:
@@ -177,18 +183,7 @@ def record_vs_bare(quick: bool, device: str = "cpu", hidden: int = 512, batch: i
 def _time_bare_all(cfg, batches, device) -> float:
     """Seconds for the bare loop over all `batches`, its first (warm-up) step included, as the
     record's train_time_s includes the run's first steps."""
-    torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
-    crit = nn.CrossEntropyLoss()
-    state = None
+    run = _bare_loop(cfg, device)
     t0 = time.perf_counter()
-    for x, y in batches:
-        logits, state = model.forward_with_state(x, state)
-        state = tuple(s.detach() for s in state)
-        loss = crit(logits.view(-1, logits.shape[-1]), y.view(-1))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    float(loss.detach())  # waits for the device, as the record's last logging step does
+    run(batches)
     return time.perf_counter() - t0
