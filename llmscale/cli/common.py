@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from llmscale.config import RunConfig
 
@@ -34,3 +36,20 @@ def check_inputs(cfg: RunConfig, configs: list[RunConfig]) -> None:
             resolve_paths(d.paths)
             resolve_paths(d.validation_paths, "data.validation_paths")
     check_trackers(cfg.output.report_to)
+
+
+def add_sweep_dir_args(p: argparse.ArgumentParser) -> None:
+    """SWEEP_DIR and --all-runs, for the commands that draw or report a sweep."""
+    p.add_argument("sweep_dir")
+    p.add_argument("--all-runs", action="store_true",
+                   help="include runs that are no longer in the sweep's plan (sweep.yaml)")
+
+
+def load_sweep_data(args: argparse.Namespace):
+    """The sweep's records and fit (refitted when stale), with the fitter's note on stderr."""
+    from llmscale.analysis import load_sweep
+
+    data = load_sweep(Path(args.sweep_dir), all_runs=args.all_runs)
+    if data.fit_note:
+        print(f"llmscale: {data.fit_note}", file=sys.stderr)
+    return data

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from llmscale.cli.common import add_sweep_dir_args, load_sweep_data
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("plot", help="draw a sweep's figures under SWEEP_DIR/plots")
-    p.add_argument("sweep_dir")
-    p.add_argument("--all-runs", action="store_true",
-                   help="include runs that are no longer in the sweep's plan (sweep.yaml)")
+    add_sweep_dir_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from llmscale import layout
-    from llmscale.analysis import load_sweep
     from llmscale.plots import make_plots
 
     sweep_dir = Path(args.sweep_dir)
-    data = load_sweep(sweep_dir, all_runs=args.all_runs)
-    if data.fit_note:
-        print(f"llmscale: {data.fit_note}", file=sys.stderr)
-    manifest = make_plots(sweep_dir, data)
+    manifest = make_plots(sweep_dir, load_sweep_data(args))
     n = 0
     for name, entry in manifest.items():
         n += len(entry["files"])

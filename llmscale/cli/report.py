@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from llmscale.cli.common import add_sweep_dir_args, load_sweep_data
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write SWEEP_DIR/report.md and report.html")
-    p.add_argument("sweep_dir")
-    p.add_argument("--all-runs", action="store_true",
-                   help="include runs that are no longer in the sweep's plan (sweep.yaml)")
+    add_sweep_dir_args(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from llmscale.analysis import load_sweep
     from llmscale.report import write_report
 
-    sweep_dir = Path(args.sweep_dir)
-    data = load_sweep(sweep_dir, all_runs=args.all_runs)
-    if data.fit_note:
-        print(f"llmscale: {data.fit_note}", file=sys.stderr)
-    md, page = write_report(sweep_dir, data)
+    md, page = write_report(Path(args.sweep_dir), load_sweep_data(args))
     print(f"wrote {md} and {page}")
     return 0
