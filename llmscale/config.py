@@ -29,13 +29,18 @@ from llmscale.errors import UserError
 # Special tokens every tokenizer carries; the document separator is the first.
 SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>",)
 BYTES_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
+# tokenizer.kind word: the specials, then <|unk|> for words the training split never had.
+WORD_UNKNOWN = "<|unk|>"
+WORD_SPECIALS = len(SPECIAL_TOKENS) + 1
+DATA_SOURCES = ("synthetic", "facts", "files", "hf")
+TOKENIZER_KINDS = ("bpe", "bytes", "word")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Where the text comes from. Everything here is fingerprinted into the token cache key."""
 
-    source: str = "synthetic"  # synthetic | files | hf
+    source: str = "synthetic"  # synthetic (the Markov language) | facts (a known law) | files | hf
     # files: local text / jsonl / parquet files or globs, read through `datasets` builders.
     paths: tuple[str, ...] = ()
     # files: the validation split's files or globs (same formats as paths); when set, no
@@ -56,15 +61,28 @@ class DataConfig:
     synthetic_val_tokens: int = 200_000  # words generated for the validation split
     synthetic_vocab: int = 2048  # distinct words in the synthetic language
     synthetic_zipf: float = 1.1  # Zipf exponent of word and rule frequencies
+    # facts: statements of Zipf-distributed facts (llmscale.data.facts), a language whose scaling
+    # law is known: alpha = facts_zipf - 1, beta = (facts_zipf - 1) / facts_zipf. Its sizes are
+    # synthetic_tokens / synthetic_val_tokens (words = tokens under tokenizer.kind word).
+    facts_keys: int = 65536  # distinct facts (keys), K
+    facts_zipf: float = 1.4  # a: fact k is stated with probability ~ k^-a (> 1)
+    facts_syllables: int = 16  # the key alphabet; a key is ceil(log K / log syllables) syllables
+    facts_values: int = 16  # distinct values; an unknown fact costs up to ln(values) nats
+    facts_fillers: int = 32  # filler words, uniform: ln(fillers) nats of exact floor each
+    facts_filler_len: int = 2  # filler words per statement
     seed: int = 0  # seeds the synthetic generator and the held-out split
     cache_dir: str | None = None  # else $LLMSCALE_CACHE, else ~/.cache/llmscale
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    kind: str = "bpe"  # bpe (byte-level BPE trained on the training split) | bytes (256 + specials)
+    # bpe (byte-level BPE trained on the training split) | bytes (256 + specials) | word (one
+    # token per whitespace-separated word of the training split, plus specials and <|unk|>; for
+    # synthetic languages whose words are their units)
+    kind: str = "bpe"
     # Tokens in the vocabulary, specials included; sets the model's vocab_size.
-    # The default 4096 is bpe's; kind=bytes leaves it unset (it is 256 + specials = 257).
+    # The default 4096 is bpe's; kind=bytes leaves it unset (it is 256 + specials = 257); kind=word
+    # must name the training split's distinct words + specials + 1 exactly.
     vocab_size: int | None = 4096
     min_frequency: int = 2  # BPE merges need a pair seen at least this often
 
@@ -231,6 +249,12 @@ def run_identity(cfg: RunConfig) -> dict[str, Any]:
         d["data"].pop("validation_paths")
     # model.kind came after the first runs: the default lstm stays out of the hash so their
     # run_ids do not change; keys the kind does not read stay out too (they change nothing).
+    # The facts source came later still: its keys stay out of every other source's hash, and the
+    # Markov language's keys, which it does not read, out of its own.
+    facts_keys = [k for k in d["data"] if k.startswith("facts_")]
+    for key in (("synthetic_vocab", "synthetic_zipf") if cfg.data.source == "facts"
+                else facts_keys):
+        d["data"].pop(key)
     if cfg.model.kind == "lstm":
         d["model"].pop("kind")
     if cfg.model.kind != "transformer":
@@ -504,8 +528,8 @@ def _check_ranges(cfg: RunConfig) -> None:
                                   cfg.sweep, cfg.output)
     if not cfg.name:
         _fail("name", cfg.name, "a non-empty string")
-    if d.source not in ("synthetic", "files", "hf"):
-        _fail("data.source", d.source, "synthetic, files or hf")
+    if d.source not in DATA_SOURCES:
+        _fail("data.source", d.source, ", ".join(DATA_SOURCES))
     if d.source == "files" and not d.paths:
         raise UserError("data.paths: data.source is files but no paths are given; "
                         "set data.paths to files or globs (text, jsonl or parquet)")
@@ -527,10 +551,26 @@ def _check_ranges(cfg: RunConfig) -> None:
         _fail("data.synthetic_vocab", d.synthetic_vocab, "2 to 1,000,000 words")
     if not 0.0 < d.synthetic_zipf <= 4.0:
         _fail("data.synthetic_zipf", d.synthetic_zipf, "0 < synthetic_zipf <= 4")
+    if not 2 <= d.facts_keys <= 10_000_000:
+        _fail("data.facts_keys", d.facts_keys, "2 to 10,000,000 facts")
+    if not 1.0 < d.facts_zipf <= 4.0:
+        _fail("data.facts_zipf", d.facts_zipf, "1 < facts_zipf <= 4 (a Zipf law with a finite "
+              "tail sum)")
+    for key, value, lo, hi in (("facts_syllables", d.facts_syllables, 2, 1000),
+                               ("facts_values", d.facts_values, 2, 100_000),
+                               ("facts_fillers", d.facts_fillers, 1, 100_000),
+                               ("facts_filler_len", d.facts_filler_len, 0, 64)):
+        if not lo <= value <= hi:
+            _fail(f"data.{key}", value, f"{lo} to {hi:,}")
 
-    if tok.kind not in ("bpe", "bytes"):
-        _fail("tokenizer.kind", tok.kind, "bpe or bytes")
-    if tok.kind == "bpe":
+    if tok.kind not in TOKENIZER_KINDS:
+        _fail("tokenizer.kind", tok.kind, ", ".join(TOKENIZER_KINDS))
+    if tok.kind == "word":
+        if tok.vocab_size is None or tok.vocab_size < WORD_SPECIALS + 1:
+            _fail("tokenizer.vocab_size", tok.vocab_size,
+                  f">= {WORD_SPECIALS + 1} for word (the distinct words + {WORD_SPECIALS} "
+                  "specials)")
+    elif tok.kind == "bpe":
         if tok.vocab_size is None or tok.vocab_size < BYTES_VOCAB_SIZE:
             _fail("tokenizer.vocab_size", tok.vocab_size,
                   f">= {BYTES_VOCAB_SIZE} for bpe (256 bytes + {len(SPECIAL_TOKENS)} special)")

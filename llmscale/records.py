@@ -85,14 +85,17 @@ class RunRecord:
     sweep_point: str | None = None  # the swept keys and their values, JSON
     run_dir: str | None = None  # the run directory (relative to the sweep directory in sweeps)
     # extras (after the DESIGN.md columns, so the documented order stays stable)
-    data_source: str | None = None  # synthetic | files | hf
-    tokenizer_kind: str | None = None  # bpe | bytes
+    data_source: str | None = None  # synthetic | facts | files | hf
+    tokenizer_kind: str | None = None  # bpe | bytes | word
     val_bytes_per_token: float | None = None  # UTF-8 bytes per validation token
     data_entropy_bpb: float | None = None  # synthetic source: true entropy rate, bits/byte
     peak_flops: float | None = None  # FLOP/s the mfu is measured against
     peak_flops_source: str | None = None  # where peak_flops comes from
     peak_memory_reserved_bytes: int | None = None  # CUDA: peak held by the caching allocator
     error: str | None = None  # why a run is not completed
+    # facts source: the exponents its mechanism predicts (llmscale.data.facts), a - 1 and (a - 1)/a
+    data_theory_alpha: float | None = None
+    data_theory_beta: float | None = None
 
     def to_row(self) -> dict[str, str]:
         return {f.name: _format(getattr(self, f.name)) for f in fields(self)}

@@ -798,6 +798,7 @@ def build_record(run: _Run, ls: LoopState, status: str, error: str | None,
                   else ls.last_good["train_loss"])
     val_loss = ls.last_good["val_loss"]
     bytes_per_token = run.data.val_bytes_per_token if run.data is not None else None
+    theory = (run.data.theory if run.data is not None else None) or {}
     gpu_count = run.world if device.type == "cuda" else 0
     wall, train_s = ls.times["wall"], ls.times["train"]
     tokens_per_s = tokens / train_s if train_s > 0 and tokens else None
@@ -833,7 +834,8 @@ def build_record(run: _Run, ls: LoopState, status: str, error: str | None,
         val_bytes_per_token=bytes_per_token,
         data_entropy_bpb=run.data.entropy_bpb if run.data is not None else None,
         peak_flops=peak, peak_flops_source=peak_source,
-        peak_memory_reserved_bytes=memory.reserved, error=error)
+        peak_memory_reserved_bytes=memory.reserved, error=error,
+        data_theory_alpha=theory.get("alpha"), data_theory_beta=theory.get("beta"))
 
 
 # ------------------------------------------------------------------------------------------

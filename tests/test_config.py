@@ -65,7 +65,7 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     ("", [], "is empty"),
     ("model: {hidden_dim: [1, 2\n", [], "is not valid YAML at line"),
     ("model: 3\n", [], "model must be a mapping"),
-    ("data: {source: ftp}\n", [], "data.source: 'ftp' is out of range; allowed: synthetic, files or hf"),
+    ("data: {source: ftp}\n", [], "data.source: 'ftp' is out of range; allowed: synthetic, facts, files, hf"),
     ("tokenizer: {kind: bytes, vocab_size: 4096}\n", [], "tokenizer.vocab_size: 4096"),
     ("", ["train.batch_size=-4"], "train.batch_size: -4"),
     ("", ["train"], "expected section.key=value"),

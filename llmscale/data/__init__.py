@@ -35,6 +35,9 @@ class TokenData:
     tokenizer_path: Path  # tokenizer.json
     fingerprint: str  # cache key (source + content/revision + tokenizer settings)
     entropy_bpb: float | None  # synthetic source: its exact entropy rate, bits per UTF-8 byte
+    # facts source: the exponents its mechanism predicts (alpha, beta), its expected entropy rate
+    # and the floor of the validation tokens (llmscale.data.sources.Corpus.theory); else None
+    theory: dict[str, float] | None = None
 
     @property
     def val_bytes_per_token(self) -> float:
@@ -93,7 +96,7 @@ def load_tokens(cfg: RunConfig, *, progress: bool = True) -> TokenData:
         train=cache.open_tokens(entry, "train", meta), val=cache.open_tokens(entry, "val", meta),
         vocab_size=meta["vocab_size"], train_bytes=meta["train"]["bytes"],
         val_bytes=meta["val"]["bytes"], tokenizer_path=entry / cache.TOKENIZER, fingerprint=fp,
-        entropy_bpb=meta["entropy_bpb"])
+        entropy_bpb=meta["entropy_bpb"], theory=meta.get("theory"))
 
 
 def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> dict:
@@ -127,6 +130,8 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
         if cfg.tokenizer.kind == "bpe":
             log.info("training bpe tokenizer (vocab %d) on the training split", cfg.vocab_size)
             tok = tk.train_bpe(corpus.train, cfg.tokenizer)
+        elif cfg.tokenizer.kind == "word":
+            tok = tk.train_words(corpus.train, cfg.tokenizer)
         else:
             tok = tk.bytes_tokenizer()
         tk.save(tok, tok_path)
@@ -138,7 +143,8 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
                   "tokenizer": {"kind": cfg.tokenizer.kind, "vocab_size": cfg.vocab_size,
                                 "min_frequency": cfg.tokenizer.min_frequency},
                   "vocab_size": cfg.vocab_size, "dtype": dtype.name,
-                  "entropy_bpb": corpus.entropy_bpb, "created": time.time()}
+                  "entropy_bpb": corpus.entropy_bpb, "theory": corpus.theory,
+                  "created": time.time()}
     for split, texts in (("train", corpus.train), ("val", corpus.val)):
         t0 = time.perf_counter()
         log.info("encoding %s split (%d texts)", split, len(texts))

@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class Corpus:
     fingerprint: str  # of the source, its content or revision, and the split settings
     entropy_bpb: float | None  # synthetic only: exact entropy rate, bits per UTF-8 byte
     description: str  # for logs
+    # facts only: the loss floor of the validation text itself and the exponents its mechanism
+    # predicts ({"alpha": a - 1, "beta": (a - 1) / a}); None for every other source.
+    theory: dict[str, float] | None = None
 
 
 def fingerprint_source(d: DataConfig) -> str:
@@ -49,6 +53,9 @@ def fingerprint_source(d: DataConfig) -> str:
     if d.source == "synthetic":
         parts.update(vocab=d.synthetic_vocab, zipf=d.synthetic_zipf, train=d.synthetic_tokens,
                      val=d.synthetic_val_tokens, seed=d.seed)
+    elif d.source == "facts":
+        parts.update({k: getattr(d, k) for k in FACTS_KEYS},
+                     train=d.synthetic_tokens, val=d.synthetic_val_tokens, seed=d.seed)
     else:
         parts.update(text_field=d.text_field, max_bytes=d.max_bytes, val_fraction=d.val_fraction,
                      seed=d.seed)
@@ -79,6 +86,8 @@ def load_corpus(d: DataConfig, cache_dir: Path) -> Corpus:
     fp = fingerprint_source(d)
     if d.source == "synthetic":
         return _synthetic(d, fp)
+    if d.source == "facts":
+        return _facts(d, fp)
     if d.source == "files":
         return _files(d, fp, cache_dir)
     return _hf(d, fp, cache_dir)
@@ -98,6 +107,38 @@ def _synthetic(d: DataConfig, fp: str) -> Corpus:
            synthetic.sample_states(lang, d.synthetic_val_tokens, seed=2 * d.seed + 1)]
     return Corpus(train, val, separate=False, fingerprint=fp, entropy_bpb=lang.entropy_bpb(),
                   description=f"synthetic(vocab={d.synthetic_vocab}, zipf={d.synthetic_zipf})")
+
+
+# ---------------------------------------------------------------------------- facts
+
+FACTS_KEYS = ("facts_keys", "facts_zipf", "facts_syllables", "facts_values", "facts_fillers",
+              "facts_filler_len")
+
+
+def facts_language(d: DataConfig):
+    from llmscale.data import facts
+
+    return facts.build_facts(d.facts_keys, d.facts_zipf, d.facts_syllables, d.facts_values,
+                             d.facts_fillers, d.facts_filler_len, d.seed)
+
+
+def _facts(d: DataConfig, fp: str) -> Corpus:
+    lang = facts_language(d)
+    per = lang.tokens_per_statement
+    # Different sample seeds for the splits, same facts. Whole statements: the word counts are
+    # rounded to a multiple of the statement length.
+    train_ids, _ = lang.sample(max(1, round(d.synthetic_tokens / per)), seed=2 * d.seed)
+    val_ids, val_rank = lang.sample(max(1, round(d.synthetic_val_tokens / per)),
+                                    seed=2 * d.seed + 1)
+    train, _ = lang.render(train_ids)
+    val, val_bytes = lang.render(val_ids)
+    # The floor of the evaluated text itself: what the true distribution scores on exactly
+    # these statements, so a model's val_loss and its floor share the sample.
+    floor_bpb = lang.realised_floor(val_rank) / math.log(2) / val_bytes
+    theory = dict(lang.theory, entropy_rate_bpb=lang.entropy_bpb(),
+                  floor_nats_per_token=lang.realised_floor(val_rank) / val_ids.size)
+    return Corpus(train, val, separate=False, fingerprint=fp, entropy_bpb=floor_bpb,
+                  description=f"facts(keys={d.facts_keys}, zipf={d.facts_zipf})", theory=theory)
 
 
 # ---------------------------------------------------------------------------- files

@@ -1,6 +1,7 @@
-"""Tokenizers: byte-level BPE trained with `tokenizers`, or plain bytes; and fast encoding.
+"""Tokenizers: byte-level BPE trained with `tokenizers`, plain bytes, or whole words; and fast
+encoding.
 
-Both kinds are saved as a `tokenizers` tokenizer.json, so any tool can decode the cached ids.
+Every kind is saved as a `tokenizers` tokenizer.json, so any tool can decode the cached ids.
 Special tokens (`SPECIAL_TOKENS`, document separator first) are part of every vocabulary.
 """
 
@@ -12,7 +13,13 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from llmscale.config import BYTES_VOCAB_SIZE, SPECIAL_TOKENS, TokenizerConfig
+from llmscale.config import (
+    BYTES_VOCAB_SIZE,
+    SPECIAL_TOKENS,
+    WORD_SPECIALS,
+    WORD_UNKNOWN,
+    TokenizerConfig,
+)
 from llmscale.errors import UserError
 
 ENCODE_BATCH = 1024  # strings per encode_batch call: big enough to keep all cores busy
@@ -37,6 +44,31 @@ def train_bpe(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
             f"only {got} tokens (pairs seen >= tokenizer.min_frequency={cfg.min_frequency} "
             f"times); lower tokenizer.vocab_size to at most {got} or give more data")
     assert got == cfg.vocab_size, (got, cfg.vocab_size)
+    return tok
+
+
+def train_words(texts: Iterable[str], cfg: TokenizerConfig) -> Tokenizer:
+    """One token per distinct whitespace-separated word of `texts` (the training split), after
+    the specials and <|unk|> (words the training split never had). For languages whose words
+    are their units (`data.source: facts`): no merges, so a token never spans two words, and
+    the vocabulary, the model's output layer, is exactly the language's words.
+
+    The vocabulary must have exactly cfg.vocab_size tokens (it sets the model's size before any
+    text is read); a mismatch is an error that names the right value."""
+    assert cfg.vocab_size is not None
+    tok = Tokenizer(models.WordLevel(unk_token=WORD_UNKNOWN))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=2**31 - 1, min_frequency=1, show_progress=False,
+        special_tokens=[*SPECIAL_TOKENS, WORD_UNKNOWN])
+    tok.train_from_iterator(texts, trainer=trainer)
+    got = tok.get_vocab_size()
+    if got != cfg.vocab_size:
+        raise UserError(
+            f"tokenizer.vocab_size: {cfg.vocab_size}, but the training split has "
+            f"{got - WORD_SPECIALS} distinct words, so kind word needs exactly {got} "
+            f"({got - WORD_SPECIALS} words + {WORD_SPECIALS} specials); set "
+            f"tokenizer.vocab_size={got}")
     return tok
 
 
