@@ -213,7 +213,10 @@ def _floor(records: list[RunRecord]) -> Floor | None:
         return None
     bpb = float(np.median([r.data_entropy_bpb for r in done]))
     bpt = float(np.median([r.val_bytes_per_token for r in done]))
-    return Floor(entropy_bpb=bpb, entropy_nats_per_token=bpb * math.log(2) * bpt)
+    theory = {k: float(np.median(v)) for k, v in (
+        ("alpha", [r.data_theory_alpha for r in done if r.data_theory_alpha is not None]),
+        ("beta", [r.data_theory_beta for r in done if r.data_theory_beta is not None])) if v}
+    return Floor(entropy_bpb=bpb, entropy_nats_per_token=bpb * math.log(2) * bpt, theory=theory)
 
 
 CROSSING_LAWS = (("compute", "C"), ("saturating", "N"), ("power", "N"))

@@ -382,7 +382,32 @@ def _floor(fit: FitResult | None) -> list[Block]:
     return [Block("h2", "Irreducible loss vs the true entropy"),
             Block("p", "The synthetic source's entropy rate is the lowest loss any model can "
                        "reach; a fitted E below it means the law extrapolates too far."),
-            Block("table", rows=(("", "nats/token", "CI", "vs the floor"), *rows))]
+            Block("table", rows=(("", "nats/token", "CI", "vs the floor"), *rows)),
+            *_theory(fit)]
+
+
+def _theory(fit: FitResult) -> list[Block]:
+    """The exponents a known-law source predicts, beside the fitted ones."""
+    theory = fit.floor.theory if fit.floor else {}
+    if not theory:
+        return []
+    rows = []
+    for law, name in (("chinchilla", "alpha"), ("chinchilla", "beta"), ("saturating", "alpha"),
+                      ("power", "alpha")):
+        e = fit.laws.get(law)
+        if e is None or name not in theory:
+            continue
+        v = e.params[name]
+        ci = e.intervals.get(name)
+        rows.append((f"{name} of the {law} law", fmt(v, 3),
+                     f"[{fmt(ci[0], 3)}, {fmt(ci[1], 3)}]" if ci else "", fmt(theory[name], 3),
+                     f"{v - theory[name]:+.3f}"))
+    return [Block("p", "The source's facts follow a Zipf law p_k ∝ k^−a, so its mechanism "
+                       "predicts alpha = a − 1 (if the facts a model holds grow in proportion to "
+                       "N) and beta = (a − 1)/a (if a fact is learned after a fixed number of "
+                       "sightings); the fitted exponents beside them:"),
+            Block("table", rows=(("exponent", "fitted", "CI", "theory", "fitted − theory"),
+                                 *rows))] if rows else []
 
 
 RESULT_COLUMNS = (("run_id", "run"), ("status", "status"), ("model_kind", "kind"),

@@ -144,6 +144,9 @@ class Floor:
 
     entropy_bpb: float
     entropy_nats_per_token: float
+    # A source whose scaling law is known (data.source facts): the exponents its mechanism
+    # predicts, {"alpha": a - 1, "beta": (a - 1) / a}, set beside the fitted ones. Empty else.
+    theory: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
