@@ -27,9 +27,10 @@ corruption that the formats do not notice: neither safetensors nor torch's zip c
 tensor bytes), both files must load, and the weights' metadata (run_id, step) must agree with
 the trainer state's and with N. One that fails is skipped, with its reason, and the next older
 one is tried: the run resumes from that one exactly as if it had been preempted at its step.
-Only when none is usable does loading stop, with one line naming each file and why. Skipped
-checkpoints stay where they are until the run next saves; being then at or past the step it
-saves, they are set aside as `step-<N>.bad/` (kept for inspection, never read again).
+Only when none is usable does loading stop, with one line naming each file and why. A resuming
+run sets the skipped ones aside as `step-<N>.bad/` (`set_aside_skipped`: kept for inspection,
+never read again, not counted among the K kept), so that they cannot take the place of good
+checkpoints when the oldest are pruned; `eval` and `sample` only read, and leave them.
 
 The old layout (`checkpoint/weights.safetensors` beside `checkpoint/trainer_state.pt`, one
 checkpoint written file by file) is still read, as the oldest candidate, with the same pair
@@ -72,7 +73,7 @@ from llmscale.layout import (
 __all__ = ["CHECKPOINT_DIR", "STATE_FILE", "WEIGHTS_FILE", "MANIFEST_FILE", "Checkpoint",
            "checkpoint_dir", "latest_dir", "weights_path", "state_path", "has_checkpoint",
            "model_tensors", "save_checkpoint", "load_checkpoint", "load_weights",
-           "apply_weights", "kept_bytes"]
+           "apply_weights", "kept_bytes", "set_aside_skipped"]
 
 DEFAULT_KEEP = 2  # output.keep_checkpoints: the newest and one to fall back to
 
@@ -186,8 +187,10 @@ def save_checkpoint(run_dir: str | Path, model: torch.nn.Module, state: dict[str
     for p in ck.iterdir():
         if p.name.startswith(STEP_PREFIX) and p.name.endswith((TMP_SUFFIX, DEL_SUFFIX)):
             shutil.rmtree(p)
-    # A checkpoint at this step or past it is one the resume skipped as unusable (the run went
-    # on from an older one, and never saves a step twice): set it aside, out of the way.
+    # A run never saves a step twice and resumes from its newest usable checkpoint, setting
+    # aside the unusable ones past it: so a directory at this step or past it did not come
+    # from this run's resume (copied in by hand?). Set it aside too, rather than fail the
+    # rename below on it or let it outrank the checkpoint being written.
     for c in _step_dirs(ck):
         if c.step >= step:
             _set_aside(c.path)
@@ -227,6 +230,15 @@ def _prune(ck: Path, keep: int) -> None:
             (ck / name).unlink(missing_ok=True)
 
 
+def set_aside_skipped(ck: Checkpoint) -> None:
+    """Rename the checkpoints `load_checkpoint` skipped to `step-<N>.bad/`: out of the K kept
+    and never read again (a resuming run calls this; they stay on disk for inspection). Safe
+    while other DDP ranks are still loading: they would skip those directories too."""
+    for d in ck.skipped_dirs:
+        if d.exists():
+            _set_aside(d)
+
+
 def _set_aside(path: Path) -> None:
     bad = path.with_name(path.name + BAD_SUFFIX)
     if bad.exists():  # set aside before, at the same step: the newer one is the one to keep
@@ -254,16 +266,18 @@ class Checkpoint:
     step: int  # optimizer steps done
     tensors: dict[str, torch.Tensor]  # the weights, by parameter name (tied ones once)
     state: dict[str, Any] | None  # the trainer state; None when loaded with state=False
-    skipped: tuple[str, ...]  # the newer checkpoints passed over, each with why
+    skipped: tuple[str, ...]  # why each newer checkpoint was passed over (naming its file)
+    skipped_dirs: tuple[Path, ...] = ()  # their directories (only step directories are newer)
 
-    def warning(self) -> str | None:
-        """The one `warning:` line for the newer checkpoints skipped, or None."""
+    def warning(self, then: str = "") -> str | None:
+        """The one `warning:` line for the newer checkpoints skipped (None when none was);
+        `then` says what the caller does about them."""
         if not self.skipped:
             return None
         where = self.path.parent if self.path.name.startswith(STEP_PREFIX) else self.path
         return (f"warning: skipped {len(self.skipped)} unusable checkpoint(s) in {str(where)!r}: "
-                f"{'; '.join(self.skipped)}; using {self.path.name} (step {self.step}), "
-                f"the run continues from there as if preempted at that step")
+                f"{'; '.join(self.skipped)}; using {self.path.name} (step {self.step})"
+                f"{'; ' + then if then else ''}")
 
 
 class _Unusable(Exception):
@@ -282,17 +296,19 @@ def load_checkpoint(run_dir: str | Path, run_id: str | None, *,
     if not found:
         return None
     skipped: list[str] = []
+    skipped_dirs: list[Path] = []
     for c in found:
         try:
             tensors, st, step = _load(c, state)
         except _Unusable as why:
             skipped.append(str(why))
+            skipped_dirs.append(c.path)
             continue
         if run_id is not None and st is not None and st["run_id"] != run_id:
             raise UserError(f"{str(c.path)!r} is a checkpoint of run {st['run_id']}, not "
                             f"{run_id}; use another --out directory (runs are never mixed)")
         return Checkpoint(path=c.path, step=step, tensors=tensors, state=st,
-                          skipped=tuple(skipped))
+                          skipped=tuple(skipped), skipped_dirs=tuple(skipped_dirs))
     ck = checkpoint_dir(run_dir)
     raise UserError(f"no usable checkpoint in {str(ck)!r}: {'; '.join(skipped)}; move that "
                     f"directory away to start the run afresh")

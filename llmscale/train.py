@@ -427,11 +427,14 @@ def train_run(cfg: RunConfig, out_dir: str | Path, device: str = "auto", *,
 def _resume_point(cfg: RunConfig, out: Path, rank: int) -> ckpt.Checkpoint | None:
     """The newest usable checkpoint of this run in `out`, or None to start afresh. Every rank
     reads the same files and so picks the same one; rank 0 says, in one line, which newer ones
-    it skipped and why. A UserError when checkpoints exist but none is usable, or they are
-    another run's."""
+    it skipped and why, and sets them aside (so pruning never keeps them in place of good
+    ones). A UserError when checkpoints exist but none is usable, or they are another run's."""
     found = ckpt.load_checkpoint(out, cfg.run_id)
     if found is not None and found.skipped and rank == 0:
-        print(found.warning(), file=sys.stderr, flush=True)
+        ckpt.set_aside_skipped(found)
+        print(found.warning("the run continues from there as if preempted at that step; the "
+                            "skipped ones are set aside as step-<N>.bad"),
+              file=sys.stderr, flush=True)
     return found
 
 

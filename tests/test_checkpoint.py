@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from legacy_layout import old_save_checkpoint  # tests/legacy_layout.py: the old writer
 from safetensors.torch import save_file
 
-from llmscale.atomic import atomic_path
 from llmscale.checkpoint import (
     apply_weights,
     checkpoint_dir,
@@ -23,6 +23,7 @@ from llmscale.checkpoint import (
     load_weights,
     model_tensors,
     save_checkpoint,
+    set_aside_skipped,
     weights_path,
 )
 from llmscale.errors import UserError
@@ -148,11 +149,14 @@ def test_an_unusable_newest_checkpoint_is_skipped_for_the_one_before(tmp_path, d
     assert re.search(why, reason), reason
     line = got.warning()
     assert line.startswith("warning: ") and "\n" not in line and "step-8" in line
-    assert "using step-4 (step 4)" in line
-    # The next save (of a step before the skipped one) sets the skipped one aside, unread.
+    assert line.endswith("using step-4 (step 4)") and got.skipped_dirs == (new,)
+    # Set aside (as a resuming run does), it is out of the K kept and never read again.
+    set_aside_skipped(got)
+    assert _names(tmp_path) == ["step-4", "step-8.bad"]
     save_checkpoint(tmp_path, _model(6), _state(6))
-    assert _names(tmp_path) == ["step-4", "step-6", "step-8.bad"]
-    assert load_checkpoint(tmp_path, "abc").step == 6
+    save_checkpoint(tmp_path, _model(7), _state(7))
+    assert _names(tmp_path) == ["step-6", "step-7", "step-8.bad"]
+    assert load_checkpoint(tmp_path, "abc").step == 7
 
 
 def test_no_usable_checkpoint_is_one_line_naming_each_file(tmp_path):
@@ -189,22 +193,9 @@ def test_weights_only_loading_does_not_need_the_trainer_state(tmp_path):
 # --- the layout before step directories --------------------------------------------------
 
 
-def _old_save_checkpoint(run_dir, model, state) -> int:
-    """llmscale.checkpoint.save_checkpoint as it was before step directories (git 5ab8284),
-    verbatim but for the names: weights renamed into place first, then the trainer state."""
-    d = checkpoint_dir(run_dir)
-    tensors = model_tensors(model)
-    with atomic_path(d / "weights.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"run_id": str(state.get("run_id", "")),
-                                               "step": str(state.get("step", ""))})
-    with atomic_path(d / "trainer_state.pt") as tmp:
-        torch.save(state, tmp)
-    return (d / "weights.safetensors").stat().st_size
-
-
 def test_the_old_layout_is_read_checked_and_pruned(tmp_path):
     old_model = _model(3)
-    _old_save_checkpoint(tmp_path, old_model, _state(3))
+    old_save_checkpoint(tmp_path, old_model, _state(3))
     assert has_checkpoint(tmp_path) and weights_path(tmp_path).parent == checkpoint_dir(tmp_path)
     got = load_checkpoint(tmp_path, "abc")
     assert got.step == 3 and got.skipped == () and _same_weights(old_model, got.tensors)
@@ -218,9 +209,9 @@ def test_the_old_layout_is_read_checked_and_pruned(tmp_path):
 
 def test_the_old_layout_torn_pair_of_the_issue_is_refused(tmp_path):
     """Issue 24's case: new weights beside the trainer state kept from an earlier save."""
-    _old_save_checkpoint(tmp_path, _model(1), _state(99))
+    old_save_checkpoint(tmp_path, _model(1), _state(99))
     kept = (checkpoint_dir(tmp_path) / "trainer_state.pt").read_bytes()
-    _old_save_checkpoint(tmp_path, _model(2), _state(135))
+    old_save_checkpoint(tmp_path, _model(2), _state(135))
     (checkpoint_dir(tmp_path) / "trainer_state.pt").write_bytes(kept)
     with pytest.raises(UserError) as info:
         load_checkpoint(tmp_path, "abc")
@@ -234,3 +225,18 @@ def test_step_names():
     for name in ("step-12.tmp", "step-12.bad", "step-12.del", "step-", "step-1a", "steps-1",
                  "weights.safetensors", "step-١٢"):
         assert parse_step(name) is None, name
+
+
+def test_a_directory_at_or_past_the_step_being_saved_is_set_aside(tmp_path):
+    """Not from this run's own resume (which sets aside what it skips): one copied in by hand.
+    It must neither block the save's rename nor outrank the checkpoint being written."""
+    _save_steps(tmp_path, [4, 8])
+    save_checkpoint(tmp_path, _model(6), _state(6))
+    assert _names(tmp_path) == ["step-4", "step-6", "step-8.bad"]
+    eight = _model(88)
+    save_checkpoint(tmp_path, eight, _state(8))  # step 8 again: a new one beside the .bad
+    assert _names(tmp_path) == ["step-6", "step-8", "step-8.bad"]
+    got = load_checkpoint(tmp_path, "abc")
+    assert got.step == 8 and _same_weights(eight, got.tensors)
+    save_checkpoint(tmp_path, _model(5), _state(5))  # and a .bad of the same name is replaced
+    assert _names(tmp_path) == ["step-5", "step-6.bad", "step-8.bad"]
