@@ -284,3 +284,53 @@ def test_a_kill_at_each_point_of_a_cache_build_is_rebuilt_or_complete(tmp_path, 
     assert td.tokenizer_path.read_bytes() == tokenizer
     assert _names(entry) == ["meta.json", "tokenizer.json", "train.bin", "val.bin"]
     assert not build.exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Disk: what keeping K checkpoints costs, measured, and the dry run's estimate of it
+
+
+def test_the_record_measures_the_k_checkpoints_kept_and_the_estimate_counts_them(tmp_path):
+    from llmscale.accounting import run_accounting
+    from llmscale.sweep.estimate import BYTES_PER_PARAM_CHECKPOINT, checkpoint_disk_bytes
+
+    # Wide enough that the parameters, not the RNG states and metrics, fill a checkpoint;
+    # 10 steps, a checkpoint every 3 (3, 6, 9) and the final one (10): 3 of 4 kept.
+    cfg = load_config(None, [*RUN, "model.hidden_dim=128", "model.embedding_dim=128",
+                             "train.tokens=1280", "output.checkpoint_every_tokens=384",
+                             "output.keep_checkpoints=3"])
+    rec = train_run(cfg, tmp_path, "cpu", progress=False)
+    assert rec.status == "completed", rec.error
+    assert _names(checkpoint_dir(tmp_path)) == ["step-10", "step-6", "step-9"]
+    one = [sum(f.stat().st_size for f in step_dir(tmp_path, s).iterdir()) for s in (6, 9, 10)]
+    assert rec.checkpoint_disk_bytes == sum(one) == kept_bytes(tmp_path)
+    # T keeps its meaning: one checkpoint's weights file, fp32
+    acc = run_accounting(cfg)
+    assert rec.checkpoint_bytes == (step_dir(tmp_path, 10) / "weights.safetensors").stat().st_size
+    assert rec.checkpoint_bytes == pytest.approx(4 * acc.params_total, rel=0.01)
+    # the estimate: K x 12 B/param, within what the RNG states and metrics add
+    assert BYTES_PER_PARAM_CHECKPOINT == 12
+    assert rec.checkpoint_disk_bytes == pytest.approx(checkpoint_disk_bytes(acc, 3), rel=0.03)
+    assert checkpoint_disk_bytes(acc, 1) * 3 == checkpoint_disk_bytes(acc, 3)
+
+
+def test_the_dry_run_prints_the_disk_for_k_checkpoints(tmp_path, capsys):
+    from llmscale.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("sweep: {grid: {model.hidden_dim: [16, 32]}}\n")
+    disk = {}
+    for k in (1, 3):
+        assert main(["sweep", str(cfg), *[a for s in RUN for a in ("--set", s)],
+                     "--set", f"output.keep_checkpoints={k}", "--out", str(tmp_path / "s"),
+                     "--dry-run"]) == 0
+        (line,) = [x for x in capsys.readouterr().out.splitlines()
+                   if x.startswith("checkpoints: about")]
+        assert f"the last {k} of each run kept, output.keep_checkpoints" in line
+        disk[k] = line
+    from llmscale.accounting import run_accounting
+    from llmscale.sweep.estimate import checkpoint_disk_bytes, fmt_bytes
+
+    accs = [run_accounting(load_config(None, [*RUN, f"model.hidden_dim={h}"])) for h in (16, 32)]
+    for k in (1, 3):
+        assert fmt_bytes(sum(checkpoint_disk_bytes(a, k) for a in accs)) in disk[k]
