@@ -206,6 +206,25 @@ def test_no_usable_checkpoint_stops_with_one_line_naming_the_files(tmp_path):
     assert _names(checkpoint_dir(run)) == ["step-20", "step-25"]  # nothing touched
 
 
+def test_eval_reads_the_newest_usable_weights_and_moves_nothing(tmp_path, capfd):
+    from llmscale.checkpoint import model_tensors
+    from llmscale.evaluate import load_run_model
+
+    run = tmp_path / "run"
+    assert train_run(_cfg(), run, "cpu", progress=False,
+                     stop_after_steps=25).status == "preempted"
+    want = load_file(str(step_dir(run, 20) / "weights.safetensors"))
+    _damage(run, "truncated weights")
+    capfd.readouterr()
+    rm = load_run_model(run)
+    got = model_tensors(rm.model)
+    assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in got)
+    (line,) = capfd.readouterr().err.strip().splitlines()
+    assert line.startswith("warning: skipped 1 unusable checkpoint(s)")
+    assert "step-25/weights.safetensors has" in line and line.endswith("using step-20 (step 20)")
+    assert _names(checkpoint_dir(run)) == ["step-20", "step-25"]  # eval only reads
+
+
 def test_a_run_directory_in_the_old_layout_resumes_bitwise(tmp_path, reference, capfd):
     run = tmp_path / "run"
     cfg = _cfg()
