@@ -4,6 +4,9 @@ full disk mid-write leaves the previous version (or nothing), never a torn file.
 The temp file is created by `mkstemp` (mode 0600); before the rename it gets the mode a plain
 `open()` would have given (0666 minus the umask), so a sweep on a shared cluster stays readable
 by the group, as files written any other way would be.
+
+Files that must change together are written as one directory (`seal_dir`, `rename_dir`):
+a checkpoint (llmscale.checkpoint) and a token cache entry (llmscale.data.cache).
 """
 
 from __future__ import annotations
@@ -63,3 +66,55 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --- a directory as one atomic unit ---------------------------------------------------------
+# For writes of several files that belong together (a checkpoint's weights and trainer state;
+# a token cache entry's tokenizer, arrays and metadata): the files go into a fresh temp
+# directory, everything in it is fsynced, and one rename makes the whole directory appear.
+# A reader trusts only the final name, so it sees all the files or none of them.
+
+
+def fsync_dir(path: str | Path) -> None:
+    """fsync a directory: its entries (names created, renamed or removed in it) reach the disk."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def seal_dir(path: str | Path) -> None:
+    """Finish the files directly inside the directory `path` as `atomic_path` finishes one:
+    the mode a plain `open()` gives (some writers, safetensors among them, create 0600), then
+    fsync; then fsync the directory itself."""
+    mode = default_file_mode()
+    for f in sorted(Path(path).iterdir()):
+        if f.is_file():
+            os.chmod(f, mode)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fsync_dir(path)
+
+
+def rename_dir(src: str | Path, dst: str | Path) -> None:
+    """Rename the directory `src` to `dst` (same parent; `dst` must not exist) and fsync the
+    parent, so that the rename itself survives a power loss. Renaming a finished (`seal_dir`ed)
+    temp directory to its final name is the commit of a multi-file unit."""
+    src, dst = Path(src), Path(dst)
+    assert src.parent == dst.parent, (src, dst)
+    os.rename(src, dst)  # atomic on POSIX; fails (ENOTEMPTY/EEXIST) rather than merge
+    fsync_dir(dst.parent)
+
+
+def remove_dir(path: str | Path, suffix: str) -> None:
+    """Delete the directory `path` so that no crash leaves it half-emptied under its own name:
+    rename it to `<path><suffix>` first (replacing a leftover of that name), then delete that."""
+    import shutil
+
+    path = Path(path)
+    doomed = path.with_name(path.name + suffix)
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    rename_dir(path, doomed)
+    shutil.rmtree(doomed)

@@ -199,6 +199,9 @@ class OutputConfig:
     log_every_steps: int = 10  # optimizer steps between metrics.csv rows
     checkpoint_every_minutes: float = 10.0  # wall-clock minutes between checkpoints
     checkpoint_every_tokens: int | None = None  # tokens between checkpoints (in addition)
+    # checkpoints kept on disk, the newest K: a resume falls back past an unusable newest one
+    # to the one before, so each one more costs one checkpoint of disk (llmscale.checkpoint)
+    keep_checkpoints: int = 2
     # Run trackers (optional extras): tensorboard writes DIR/tb/, wandb logs a run (offline
     # when there is no network). Rank 0 only; runs are grouped by the sweep's name.
     report_to: tuple[str, ...] = ()
@@ -653,6 +656,9 @@ def _check_ranges(cfg: RunConfig) -> None:
         _fail("output.checkpoint_every_minutes", out.checkpoint_every_minutes, "> 0")
     if out.checkpoint_every_tokens is not None and out.checkpoint_every_tokens < 1:
         _fail("output.checkpoint_every_tokens", out.checkpoint_every_tokens, ">= 1, or null")
+    if out.keep_checkpoints < 1:
+        _fail("output.keep_checkpoints", out.keep_checkpoints,
+              "an integer >= 1 (how many of the newest checkpoints to keep)")
     for i, tracker in enumerate(out.report_to):
         if tracker not in TRACKERS:
             raise UserError(f"output.report_to[{i}]: {tracker!r} is not a tracker; allowed: "

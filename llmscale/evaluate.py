@@ -12,6 +12,7 @@ the token cache, so a run copied elsewhere, or whose cache is gone, still scores
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,10 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> RunModel:
                         f"directory written by `llmscale train`, or a sweep's runs/<name>")
     # the resolved config as train_run wrote it (every key, so no notes about unused ones)
     cfg = from_dict(read_yaml(config))
-    weights = ckpt.weights_path(d)
-    if not weights.is_file():
+    if ckpt.weights_path(d) is None:
         raise UserError(f"{str(d)!r} has no weights ({layout.CHECKPOINT_DIR}/"
-                        f"{layout.WEIGHTS_FILE}): the run has not reached its first checkpoint")
+                        f"{layout.STEP_PREFIX}<N>/{layout.WEIGHTS_FILE}): the run has not "
+                        f"reached its first checkpoint")
     tok_path = d / layout.TOKENIZER_FILE
     if not tok_path.is_file():
         raise UserError(f"{str(d)!r} has no {layout.TOKENIZER_FILE} (runs written before it "
@@ -80,7 +81,11 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> RunModel:
                         f"belong to these weights")
     dev = resolve_device(device)
     model = build_model(cfg)
-    ckpt.load_weights(d, model)  # UserError when the shapes are not the config's
+    # the newest usable checkpoint's weights; UserError when none is, or the shapes are not
+    # the config's
+    found = ckpt.load_weights(d, model)
+    if found.skipped:
+        print(found.warning(), file=sys.stderr, flush=True)
     model.to(dev).eval()
     return RunModel(run_dir=d, cfg=cfg, model=model, tokenizer=tok, device=dev)
 

@@ -19,8 +19,17 @@ A run directory RUN:
     RUN/record.json                      the run's RunRecord, written at every terminal status
     RUN/metrics.csv                      the learning curve, one row per logging step
     RUN/tokenizer.json                   the tokenizer (BPE), so the run can score and sample alone
-    RUN/checkpoint/weights.safetensors   the model's tensors
-    RUN/checkpoint/trainer_state.pt      optimizer, schedule, RNG, data position (weights_only)
+    RUN/checkpoint/step-<N>/             one checkpoint, after N optimizer steps; the last
+                                         output.keep_checkpoints of them are kept
+                 step-<N>/weights.safetensors  the model's tensors (metadata: run_id, step)
+                 step-<N>/trainer_state.pt     optimizer, schedule, RNG, data position (weights_only)
+                 step-<N>/manifest.json        run_id, step, each file's bytes and sha256
+    RUN/checkpoint/step-<N>.tmp/         a checkpoint being written (renamed to step-<N> when whole)
+    RUN/checkpoint/step-<N>.bad/         a checkpoint a resume skipped (unreadable or torn), set
+                                         aside at the next save; never read, kept for inspection
+    RUN/checkpoint/step-<N>.del/         an old checkpoint being deleted (renamed first)
+    RUN/checkpoint/weights.safetensors   the layout before step directories (one checkpoint, the
+    RUN/checkpoint/trainer_state.pt      two files side by side): still read, never written
     RUN/tb/                              TensorBoard event files (output.report_to)
     RUN/wandb/                           Weights & Biases' local run files (output.report_to)
 
@@ -53,6 +62,11 @@ TOKENIZER_FILE = "tokenizer.json"
 CHECKPOINT_DIR = "checkpoint"
 WEIGHTS_FILE = "weights.safetensors"
 STATE_FILE = "trainer_state.pt"
+MANIFEST_FILE = "manifest.json"  # inside a step directory
+STEP_PREFIX = "step-"  # checkpoint/step-<N>: the checkpoint after N optimizer steps
+TMP_SUFFIX = ".tmp"  # checkpoint/step-<N>.tmp: being written
+BAD_SUFFIX = ".bad"  # checkpoint/step-<N>.bad: skipped by a resume, set aside
+DEL_SUFFIX = ".del"  # checkpoint/step-<N>.del: being deleted
 POSITION_LOSS_FILE = "position_loss.csv"
 TB_DIR = "tb"  # TensorBoard event files (output.report_to: [tensorboard])
 WANDB_DIR = "wandb"  # Weights & Biases' local files (output.report_to: [wandb])
@@ -88,3 +102,17 @@ def lock_path(path: str | Path) -> Path:
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
+
+
+def step_dir(run_dir: str | Path, step: int) -> Path:
+    """checkpoint/step-<N>: the (complete) checkpoint after `step` optimizer steps."""
+    return checkpoint_dir(run_dir) / f"{STEP_PREFIX}{step}"
+
+
+def parse_step(name: str) -> int | None:
+    """N for a complete checkpoint's directory name `step-<N>`; None for any other name
+    (`step-<N>.tmp`, `.bad`, `.del`, stray files)."""
+    digits = name.removeprefix(STEP_PREFIX)
+    if digits == name or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits)

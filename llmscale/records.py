@@ -67,7 +67,7 @@ class RunRecord:
     tokens_per_s: float | None = None  # tokens / train_time_s, all ranks
     mfu: float | None = None  # model FLOP/s (over train_time_s) / peak_flops
     peak_memory_bytes: int | None = None  # this run's peak: CUDA allocated; CPU resident set
-    checkpoint_bytes: int | None = None  # size of the safetensors weights file
+    checkpoint_bytes: int | None = None  # one checkpoint's safetensors weights file (T)
     # provenance
     torch_version: str | None = None
     git_commit: str | None = None
@@ -93,6 +93,9 @@ class RunRecord:
     peak_flops_source: str | None = None  # where peak_flops comes from
     peak_memory_reserved_bytes: int | None = None  # CUDA: peak held by the caching allocator
     error: str | None = None  # why a run is not completed
+    # disk the run's checkpoints take: every file of each checkpoint kept (at most
+    # output.keep_checkpoints of them; weights, trainer state, manifest), bytes
+    checkpoint_disk_bytes: int | None = None
     # facts source: the exponents its mechanism predicts (llmscale.data.facts), a - 1 and (a - 1)/a
     data_theory_alpha: float | None = None
     data_theory_beta: float | None = None

@@ -395,8 +395,9 @@ def train_run(cfg: RunConfig, out_dir: str | Path, device: str = "auto", *,
               flops_budget: float | None = None) -> RunRecord:
     """Train the run `cfg` describes in `out_dir` and return its record (also record.json).
 
-    Resumes from `out_dir`'s checkpoint when it holds one of the same run; returns the stored
-    record without training when the run is already completed there. `stop_after_steps`
+    Resumes from `out_dir`'s newest usable checkpoint when it holds one of the same run (one
+    `warning:` line for any newer one skipped as unusable); returns the stored record without
+    training when the run is already completed there. `stop_after_steps`
     checkpoints and stops (status preempted) after that many optimizer steps of this call:
     the same path a SIGTERM takes, used to test exact resume. `sweep_point` (the swept keys
     and their values) and `flops_budget` (the planned budget) are copied into the record.
@@ -406,26 +407,35 @@ def train_run(cfg: RunConfig, out_dir: str | Path, device: str = "auto", *,
     done = _completed_record(out, cfg.run_id)
     if done is not None:
         return done
-    resume = None
-    if ckpt.has_checkpoint(out):
-        resume = ckpt.load_trainer_state(out)
-        if resume.get("run_id") != cfg.run_id:
-            raise UserError(f"{str(ckpt.checkpoint_dir(out))!r} is a checkpoint of run "
-                            f"{resume.get('run_id')}, not {cfg.run_id}; use another --out "
-                            f"directory (runs are never mixed)")
 
     dist_info, dev = hw.setup_distributed(device)
-    memory = hw.RunMemory(dev).start()  # this run's own peak, from here
+    memory = hw.RunMemory(dev).start()  # this run's own peak, from here (resume load included)
     try:
-        return _train(cfg, out, dev, dist_info, resume, t0, memory, progress=progress,
-                      stop_after_steps=stop_after_steps, sweep_point=sweep_point,
-                      flops_budget=flops_budget)
+        # The checkpoint is passed, not kept in a name here: _train drops its tensors once
+        # they are in the model, rather than holding a second copy of the weights all run.
+        return _train(cfg, out, dev, dist_info, _resume_point(cfg, out, dist_info.rank), t0,
+                      memory, progress=progress, stop_after_steps=stop_after_steps,
+                      sweep_point=sweep_point, flops_budget=flops_budget)
     finally:
         memory.stop()
         if dist_info.made_group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+
+
+def _resume_point(cfg: RunConfig, out: Path, rank: int) -> ckpt.Checkpoint | None:
+    """The newest usable checkpoint of this run in `out`, or None to start afresh. Every rank
+    reads the same files and so picks the same one; rank 0 says, in one line, which newer ones
+    it skipped and why, and sets them aside (so pruning never keeps them in place of good
+    ones). A UserError when checkpoints exist but none is usable, or they are another run's."""
+    found = ckpt.load_checkpoint(out, cfg.run_id)
+    if found is not None and found.skipped and rank == 0:
+        ckpt.set_aside_skipped(found)
+        print(found.warning("the run continues from there as if preempted at that step; the "
+                            "skipped ones are set aside as step-<N>.bad"),
+              file=sys.stderr, flush=True)
+    return found
 
 
 def _completed_record(out: Path, run_id: str) -> RunRecord | None:
@@ -444,11 +454,13 @@ def _completed_record(out: Path, run_id: str) -> RunRecord | None:
 
 
 def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
-           resume: dict[str, Any] | None, t0: float, memory: hw.RunMemory, *, progress: bool,
+           resume: ckpt.Checkpoint | None, t0: float, memory: hw.RunMemory, *, progress: bool,
            stop_after_steps: int | None, sweep_point: dict[str, Any] | None,
            flops_budget: float | None) -> RunRecord:
     acc = run_accounting(cfg)
-    ls = _loop_state(resume, out, cfg) if resume else LoopState(started_at=hw.now_iso())
+    ls = (_loop_state(resume.state, out, cfg) if resume is not None
+          else LoopState(started_at=hw.now_iso()))
+    resumed_at = resume.step if resume is not None else None
     run = _Run(cfg=cfg, out=out, device=device, rank=dist_info.rank,
                world=dist_info.world_size, plan=plan_steps(cfg, dist_info.world_size, acc),
                acc=acc, precision=hw.resolve_precision(cfg.train.precision, device),
@@ -459,6 +471,7 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
     run.tracker = open_tracker(cfg, out, run.run_id, rank=run.rank, start_step=ls.step)
     try:
         _setup(run, ls, resume, progress=progress)
+        del resume  # its weights are in the model now: free the copy
         ls.times["setup"] += time.perf_counter() - t0
         status, error = _loop(run, ls, progress=progress, stop_after_steps=stop_after_steps)
     except UserError:
@@ -476,20 +489,24 @@ def _train(cfg: RunConfig, out: Path, device: torch.device, dist_info: hw.Dist,
                 print(traceback.format_exc(), file=sys.stderr)
 
     # -- the final evaluations and checkpoint of a completed run
-    checkpoint_bytes = None
     if status == "completed":
         if not ls.metrics or ls.metrics[-1]["val_loss"] is None:  # the loop evaluates at the end
             ls.last_good["val_loss"] = _timed_eval(run, ls)
         if run.is_main:
             _write_position_loss(run, ls)
-        checkpoint_bytes = _save(run, ls)
-    elif run.is_main and ckpt.has_checkpoint(out):
-        checkpoint_bytes = ckpt.weights_path(out).stat().st_size
+        if ls.step != resumed_at:  # resumed at the last step, that checkpoint is this state
+            _save(run, ls)
+    # measured on disk, after the last save: one checkpoint's weights (T) and all that is kept
+    checkpoint_bytes = disk_bytes = None
+    weights = ckpt.weights_path(out) if run.is_main else None
+    if weights is not None:
+        checkpoint_bytes, disk_bytes = weights.stat().st_size, ckpt.kept_bytes(out)
     ls.times["wall"] = run.wall()
 
     run.tracker.close()
     record = build_record(run, ls, status, error, checkpoint_bytes, memory.stop(),
-                          sweep_point=sweep_point, flops_budget=flops_budget)
+                          sweep_point=sweep_point, flops_budget=flops_budget,
+                          checkpoint_disk_bytes=disk_bytes)
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / layout.RECORD_FILE, record.to_dict())
@@ -531,7 +548,8 @@ def _oom_message(run: _Run, ls: LoopState, e: BaseException) -> str:
             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
 
 
-def _setup(run: _Run, ls: LoopState, resume: dict[str, Any] | None, *, progress: bool) -> None:
+def _setup(run: _Run, ls: LoopState, resume: ckpt.Checkpoint | None, *, progress: bool
+           ) -> None:
     """Data, model, optimizer, the run directory; then the checkpoint's state on top (resume)."""
     from llmscale.data import load_tokens
     from llmscale.data.batches import TokenStream
@@ -559,10 +577,10 @@ def _setup(run: _Run, ls: LoopState, resume: dict[str, Any] | None, *, progress:
 
     # -- resume: weights, optimizer, scaler, then the RNG exactly as it was at the checkpoint
     if resume is not None:
-        ckpt.load_weights(run.out, run.model)
-        run.optimizer.load_state_dict(resume["optimizer"])
-        if run.scaler is not None and resume.get("scaler"):
-            run.scaler.load_state_dict(resume["scaler"])
+        ckpt.apply_weights(run.model, resume)
+        run.optimizer.load_state_dict(resume.state["optimizer"])
+        if run.scaler is not None and resume.state.get("scaler"):
+            run.scaler.load_state_dict(resume.state["scaler"])
         hw.set_rng_state(ls.rng, device)
     ls.loss_acc = ls.loss_acc.to(device)
     # the carried state holds every rank's rows; this rank's are [rank*rows, (rank+1)*rows)
@@ -749,13 +767,13 @@ def _gather_carried(run: _Run, carried):
     return map_state(gather, carried)
 
 
-def _save(run: _Run, ls: LoopState) -> int | None:
-    """Checkpoint weights + optimizer + LoopState (rank 0 writes); returns the weights' bytes."""
+def _save(run: _Run, ls: LoopState) -> None:
+    """Checkpoint weights + optimizer + LoopState as one unit (rank 0 writes; llmscale.checkpoint
+    keeps the newest output.keep_checkpoints)."""
     _sync(run.device)
     t = time.perf_counter()
     mine = ls.carried
     full = _gather_carried(run, mine)  # every rank calls it
-    n = None
     if run.is_main:
         ls.times["wall"] = run.wall()
         ls.rng = hw.rng_state(run.device)
@@ -765,11 +783,10 @@ def _save(run: _Run, ls: LoopState) -> int | None:
                  "scaler": run.scaler.state_dict() if run.scaler is not None else None,
                  **ls.state_dict()}
         ls.carried = mine
-        n = ckpt.save_checkpoint(run.out, run.model, state)
+        ckpt.save_checkpoint(run.out, run.model, state, keep=run.cfg.output.keep_checkpoints)
         # metrics rows past the checkpoint would repeat after a resume: rewrite to match it
         atomic_write_text(run.out / layout.METRICS_FILE, _metrics_text(ls.metrics))
     ls.times["checkpoint"] += time.perf_counter() - t
-    return n
 
 
 def _append_metrics(run: _Run, ls: LoopState, row: dict[str, Any]) -> None:
@@ -787,7 +804,8 @@ def _append_metrics(run: _Run, ls: LoopState, row: dict[str, Any]) -> None:
 def build_record(run: _Run, ls: LoopState, status: str, error: str | None,
                  checkpoint_bytes: int | None, memory: hw.MemoryPeak, *,
                  sweep_point: dict[str, Any] | None = None,
-                 flops_budget: float | None = None) -> RunRecord:
+                 flops_budget: float | None = None,
+                 checkpoint_disk_bytes: int | None = None) -> RunRecord:
     """The run's row of results.csv, from what the run measured (nothing estimated)."""
     import json
 
@@ -835,6 +853,7 @@ def build_record(run: _Run, ls: LoopState, status: str, error: str | None,
         data_entropy_bpb=run.data.entropy_bpb if run.data is not None else None,
         peak_flops=peak, peak_flops_source=peak_source,
         peak_memory_reserved_bytes=memory.reserved, error=error,
+        checkpoint_disk_bytes=checkpoint_disk_bytes,
         data_theory_alpha=theory.get("alpha"), data_theory_beta=theory.get("beta"))
 
 

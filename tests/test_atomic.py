@@ -46,9 +46,9 @@ def _writers(d: Path) -> list[Path]:
     write_json(d / "record.json", {"a": 1})
     tk.save(tk.bytes_tokenizer(), d / "tokenizer.json")
     save_checkpoint(d / "run", LargeLanguageModel(20, 4, 4, 1), {"run_id": "r", "step": 1})
-    ck = checkpoint_dir(d / "run")
+    (step,) = checkpoint_dir(d / "run").iterdir()  # checkpoint/step-1/: its files
     return [d / n for n in ("a.txt", "b.bin", "c.bin", "d.npy", "train.bin", "results.csv",
-                            "record.json", "tokenizer.json")] + sorted(ck.iterdir())
+                            "record.json", "tokenizer.json")] + sorted(step.iterdir())
 
 
 def test_every_atomic_writer_gives_the_mode_open_would(tmp_path, umask):
@@ -57,7 +57,7 @@ def test_every_atomic_writer_gives_the_mode_open_would(tmp_path, umask):
     expected = _mode(tmp_path / "plain")
     assert expected == 0o666 & ~umask
     files = _writers(tmp_path)
-    assert len(files) == 10
+    assert len(files) == 11
     for f in files:
         assert _mode(f) == expected, (f.name, oct(_mode(f)), oct(expected))
     assert not [p for p in tmp_path.rglob("*.tmp")]  # no temp files left behind
@@ -77,7 +77,7 @@ def test_a_whole_run_directory_respects_the_umask(tmp_path, umask):
     files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
     names = {p.name for p in files}
     assert {"record.json", "metrics.csv", "config.yaml", "tokenizer.json", "position_loss.csv",
-            "weights.safetensors", "trainer_state.pt"} <= names, names
+            "weights.safetensors", "trainer_state.pt", "manifest.json"} <= names, names
     for f in files:
         assert _mode(f) == 0o666 & ~umask, (f.name, oct(_mode(f)))
 

@@ -21,11 +21,9 @@ import yaml
 
 from llmscale.config import from_dict
 from llmscale.layout import (
-    CHECKPOINT_DIR,
     RECORD_FILE,
     SLURM_DIR,
-    STATE_FILE,
-    WEIGHTS_FILE,
+    parse_step,
     results_path,
     slurm_jobs_path,
 )
@@ -169,7 +167,9 @@ def full_tokens(run) -> int:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (run_dir / CHECKPOINT_DIR / STATE_FILE).is_file()
+    from llmscale import checkpoint  # imports torch: only when a test needs it
+
+    return checkpoint.has_checkpoint(run_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,8 +258,10 @@ def test_requeue_mid_run_resumes_and_ends_bitwise_equal_to_an_uninterrupted_run(
     assert rec.val_loss == want.val_loss and rec.train_loss == want.train_loss
     from safetensors.torch import load_file
 
-    got = load_file(run_dir / CHECKPOINT_DIR / WEIGHTS_FILE)
-    ref_w = load_file(ref / CHECKPOINT_DIR / WEIGHTS_FILE)
+    from llmscale.checkpoint import weights_path
+
+    got = load_file(weights_path(run_dir))
+    ref_w = load_file(weights_path(ref))
     assert sorted(got) == sorted(ref_w)
     assert all(got[k].numpy().tobytes() == ref_w[k].numpy().tobytes() for k in got)  # bitwise
 
@@ -370,13 +372,11 @@ def training_pid(task: str) -> int | None:
 
 
 def step_of(run_dir: Path) -> int:
-    import torch
+    from llmscale.checkpoint import latest_dir
 
-    try:
-        state = torch.load(run_dir / CHECKPOINT_DIR / STATE_FILE, weights_only=True)
-    except (OSError, RuntimeError, EOFError):
-        return -1  # being replaced right now
-    return int(state["step"])
+    newest = latest_dir(run_dir)  # step-<N>: whole by construction, its step in its name
+    step = parse_step(newest.name) if newest is not None else None
+    return -1 if step is None else step
 
 
 def test_hard_kill_records_a_status_and_a_rerun_resumes(tmp_path):

@@ -58,7 +58,9 @@ def start_until_checkpoint(tmp_path: Path):
     first = out / "runs" / run_dir_name(runs[0])
     p = llmscale("sweep", str(cfg_path), "--out", str(out), "--no-analysis")
     deadline = time.time() + 90
-    while not (first / "checkpoint" / "trainer_state.pt").exists():
+    from llmscale.checkpoint import has_checkpoint
+
+    while not has_checkpoint(first):
         assert p.poll() is None, p.communicate()[1]
         assert time.time() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
@@ -133,10 +135,10 @@ def test_resume_after_sigkill_mid_run(tmp_path):
     os.killpg(p.pid, signal.SIGKILL)
     p.communicate()
     assert not (first / "record.json").exists(), "run finished before the kill: raise tokens"
-    from llmscale.checkpoint import load_trainer_state
+    from llmscale.checkpoint import load_checkpoint
 
-    step_at_kill = load_trainer_state(first)["step"]
-    started = load_trainer_state(first)["started_at"]
+    state = load_checkpoint(first, runs[0].run_id).state  # the newest the kill left whole
+    step_at_kill, started = state["step"], state["started_at"]
     assert step_at_kill > 0
 
     p = llmscale("status", str(out))

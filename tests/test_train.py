@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from llmscale.accounting import run_accounting
-from llmscale.checkpoint import has_checkpoint, weights_path
+from llmscale.checkpoint import has_checkpoint, state_path, weights_path
 from llmscale.config import load_config
 from llmscale.errors import UserError
 from llmscale.records import COLUMNS, read_record_json
@@ -137,7 +137,7 @@ def test_loss_decreases_and_every_record_field_is_plausible(tmp_path):
     # on disk: record.json equals the returned record, the config, a loadable checkpoint
     assert read_record_json(tmp_path / "record.json") == rec
     assert f"run_id: {cfg.run_id}" in (tmp_path / "config.yaml").read_text()
-    state = torch.load(tmp_path / "checkpoint" / "trainer_state.pt", weights_only=True)
+    state = torch.load(state_path(tmp_path), weights_only=True)
     assert state["run_id"] == cfg.run_id and state["step"] == steps
     weights = load_file(str(weights_path(tmp_path)))
     assert weights["output.weight"].shape == (257, 32)
@@ -228,13 +228,13 @@ def test_sigterm_checkpoints_and_resumes_in_a_subprocess(tmp_path):
     rec = json.loads((run / "record.json").read_text())
     assert rec["status"] == "preempted" and "SIGTERM" in rec["error"]
     assert has_checkpoint(run)
-    state = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=True)
+    state = torch.load(state_path(run), weights_only=True)
     assert 0 < state["step"] < 3000000 // 128
     # Resuming continues from that step: the metrics keep their rows up to the checkpoint.
     cfg = tiny("train.tokens=3000000", "eval.every_tokens=1000000")
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)}
     resumed = train_run(cfg, run, "cpu", progress=False, stop_after_steps=5)
-    state2 = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=True)
+    state2 = torch.load(state_path(run), weights_only=True)
     assert resumed.status == "preempted" and state2["step"] == state["step"] + 5
     assert {s: signal.getsignal(s) for s in before} == before  # handlers restored
 

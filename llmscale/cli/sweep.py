@@ -68,7 +68,9 @@ def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None
     total_flops = sum(p.accounting.flops for p in planned)
     todo_flops = sum(p.accounting.flops for p in todo)
     left = est.makespan([secs[p.run_id] for p in todo], slots.n)
-    disk = sum(p.accounting.params_total for p in planned) * est.BYTES_PER_PARAM_CHECKPOINT
+    disk = sum(est.checkpoint_disk_bytes(p.accounting, p.cfg.output.keep_checkpoints)
+               for p in planned)
+    keep = "/".join(str(k) for k in sorted({p.cfg.output.keep_checkpoints for p in planned}))
     analysis = est.analysis_seconds(len(planned))
     head = (f"{len(planned)} runs ({', '.join(f'{v} {k}' for k, v in counts.items() if v)}); "
             f"{total_flops:.3g} FLOPs in all, {todo_flops:.3g} left; ")
@@ -79,8 +81,9 @@ def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None
     gpu_h = sum(secs[p.run_id] for p in todo) * slots.gpus_per_run / 3600
     lines.append(f"GPU-hours left: {gpu_h:.3g}" if slots.device == "cuda" else
                  "GPU-hours left: 0 (CPU)")
-    lines.append(f"checkpoints: about {est.fmt_bytes(disk)} on disk "
-                 f"({est.BYTES_PER_PARAM_CHECKPOINT} B/param: fp32 weights + AdamW state)")
+    lines.append(f"checkpoints: about {est.fmt_bytes(disk)} on disk (the last {keep or 0} of "
+                 f"each run kept, output.keep_checkpoints; {est.BYTES_PER_PARAM_CHECKPOINT} "
+                 f"B/param each: fp32 weights + AdamW state)")
     lines.append(f"(time: {rate.how}; {slots.how})")
     return "\n".join(lines), _memory_warnings(planned, cfg, slots.device)
 

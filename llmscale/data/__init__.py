@@ -104,13 +104,21 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
 
     from tqdm import tqdm
 
+    from llmscale import faults
+    from llmscale.atomic import atomic_write_bytes
     from llmscale.data import cache, sources
     from llmscale.data import tokenizer as tk
     from llmscale.errors import UserError
 
-    # We hold the lock, so temp files here are leftovers of an interrupted build.
-    for stale in entry.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
+    # Every file goes into the build directory; cache.commit_entry renames it to `entry` whole.
+    # We hold the lock, so anything already in it is left by an interrupted build: keep its
+    # tokenizer (written atomically, so complete, and the slow part to redo), drop the rest.
+    build = cache.build_dir(entry)
+    build.mkdir(parents=True, exist_ok=True)
+    for stale in build.iterdir():
+        if stale.name != cache.TOKENIZER:
+            stale.unlink()
+    faults.point("cache-start")
     t0 = time.perf_counter()
     corpus = sources.load_corpus(cfg.data, root)
     if not any(t.strip() for t in corpus.train):
@@ -121,7 +129,10 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
                         f"data or raise data.val_fraction")
     log.info("loaded %s in %.1fs", corpus.description, time.perf_counter() - t0)
 
-    tok_path = entry / cache.TOKENIZER
+    tok_path = build / cache.TOKENIZER
+    if not tok_path.is_file() and (entry / cache.TOKENIZER).is_file():
+        # an entry of an older version, its encode interrupted in place: its tokenizer is whole
+        atomic_write_bytes(tok_path, (entry / cache.TOKENIZER).read_bytes())
     if tok_path.is_file():
         tok = tk.load(tok_path)  # complete (atomic); an earlier encode was interrupted
         log.info("tokenizer cache hit %s", tok_path)
@@ -136,6 +147,7 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
             tok = tk.bytes_tokenizer()
         tk.save(tok, tok_path)
         log.info("tokenizer ready in %.1fs", time.perf_counter() - t0)
+    faults.point("cache-tokenizer")
 
     dtype = token_dtype(cfg.vocab_size)
     meta: dict = {"version": cache.CACHE_VERSION, "fingerprint": fp,
@@ -149,7 +161,7 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
         t0 = time.perf_counter()
         log.info("encoding %s split (%d texts)", split, len(texts))
         nbytes = 0
-        with cache.AtomicArrayWriter(entry / f"{split}.bin", dtype) as writer:
+        with cache.AtomicArrayWriter(build / f"{split}.bin", dtype) as writer:
             bar = tqdm(total=len(texts), desc=f"encode {split}", unit="text", leave=False,
                        disable=not (progress and sys.stderr.isatty()))
             for ids, n in tk.encode_chunks(tok, cfg.tokenizer.kind, texts,
@@ -161,6 +173,7 @@ def _build(cfg: RunConfig, entry: Path, fp: str, root: Path, progress: bool) -> 
         meta[split] = {"tokens": writer.count, "bytes": nbytes}
         log.info("encoded %s: %d tokens, %d bytes in %.1fs", split, writer.count, nbytes,
                  time.perf_counter() - t0)
-    # Last: only now is the entry trusted by read_meta.
-    atomic_write_text(entry / cache.META, json.dumps(meta, indent=2) + "\n")
+        faults.point(f"cache-{split}")
+    atomic_write_text(build / cache.META, json.dumps(meta, indent=2) + "\n")
+    cache.commit_entry(entry)  # the commit: from here the entry exists, whole
     return meta

@@ -1,13 +1,20 @@
-"""The token cache: one directory per fingerprint, written once, trusted only when complete.
+"""The token cache: one directory per fingerprint, written once as a unit, trusted only whole.
 
-    <cache>/tokens/<fingerprint>/tokenizer.json   the tokenizer (atomic write)
-                                 train.bin         raw token ids, uint16 or uint32 (atomic write)
+    <cache>/tokens/<fingerprint>/tokenizer.json   the tokenizer
+                                 train.bin         raw token ids, uint16 or uint32
                                  val.bin
-                                 meta.json         written LAST: counts, bytes, dtype, fingerprints
+                                 meta.json         counts, bytes, dtype, fingerprints
+    <cache>/tokens/<fingerprint>.tmp/              the same files while a build writes them
+    <cache>/tokens/<fingerprint>.old/              an inconsistent entry being replaced
     <cache>/tokens/<fingerprint>.lock              filelock: one process builds, others wait
 
-A directory without meta.json, or whose files disagree with it, is rebuilt, never read: an
-interrupted encode leaves at most temp files and a tokenizer.json (complete by construction).
+A build (llmscale.data._build, under the lock) writes every file into `<fingerprint>.tmp/`,
+fsyncs them and the directory, and renames it to `<fingerprint>/` (`commit_entry`). So the
+entry appears whole or not at all: a build killed at any point leaves the `.tmp` directory,
+which no reader opens; the next build reuses its tokenizer.json (each file in it is written
+atomically, so one that exists is complete) and writes the rest again. Entries written by
+older versions in place (meta.json last) have the same files and are read as they are; one
+without meta.json, or whose files disagree with it, is rebuilt, never read.
 """
 
 from __future__ import annotations
@@ -15,17 +22,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmscale.atomic import atomic_path
+from llmscale import faults
+from llmscale.atomic import atomic_path, rename_dir, seal_dir
 from llmscale.errors import UserError
 
 CACHE_VERSION = 1
 META = "meta.json"
 TOKENIZER = "tokenizer.json"
+BUILD_SUFFIX = ".tmp"  # <fingerprint>.tmp/: a build in progress (or cut short)
+OLD_SUFFIX = ".old"  # <fingerprint>.old/: an inconsistent entry on its way out
 
 
 def cache_root(configured: str | None) -> Path:
@@ -80,6 +91,29 @@ def read_meta(d: Path) -> dict[str, Any] | None:
         if not f.is_file() or f.stat().st_size != meta[split]["tokens"] * itemsize:
             return None
     return meta
+
+
+def build_dir(entry: Path) -> Path:
+    """Where a build writes `entry`'s files before `commit_entry` renames them into place."""
+    return entry.with_name(entry.name + BUILD_SUFFIX)
+
+
+def commit_entry(entry: Path) -> None:
+    """Make the finished build directory `entry`: fsync its files and itself, then rename it.
+    An entry already there is inconsistent (or the build would not have run): it is renamed
+    out of the way first and deleted after, so no reader ever sees a mix of the two."""
+    tmp = build_dir(entry)
+    seal_dir(tmp)
+    faults.point("cache-rename")
+    old = entry.with_name(entry.name + OLD_SUFFIX)
+    if entry.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        rename_dir(entry, old)
+    rename_dir(tmp, entry)  # the commit: from here the entry exists, whole
+    if old.exists():
+        shutil.rmtree(old)
+    faults.point("cache-renamed")
 
 
 def open_tokens(d: Path, split: str, meta: dict[str, Any]) -> np.ndarray:

@@ -37,7 +37,7 @@ ASSUMED = {
 # Measured: 10.8 s of CPU for the 26-run quickstart (2026-11-29).
 ANALYSIS_S = (5.0, 0.4)
 BYTES_PER_PARAM_TRAIN = 16  # fp32 weights 4 + gradients 4 + AdamW moments 8
-BYTES_PER_PARAM_CHECKPOINT = 12  # safetensors weights 4 + trainer state (AdamW moments) 8
+BYTES_PER_PARAM_CHECKPOINT = 12  # one checkpoint: safetensors weights 4 + AdamW moments 8
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,13 @@ def available_memory(device: str, cfg: RunConfig | None = None,
         except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
             return None, ""
     return None, ""
+
+
+def checkpoint_disk_bytes(acc: RunAccounting, keep: int) -> int:
+    """Disk a run's checkpoints take once it has saved `keep` (output.keep_checkpoints) of them:
+    `keep` x 12 bytes per parameter. Each checkpoint also holds RNG states, metrics rows and a
+    manifest (tens of kB), left out; the record's checkpoint_disk_bytes is the measurement."""
+    return keep * BYTES_PER_PARAM_CHECKPOINT * acc.params_total
 
 
 def fmt_bytes(n: float) -> str:
