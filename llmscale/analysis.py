@@ -163,7 +163,7 @@ def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_n
     """Fit every requested law (default: all the data supports) and write fit.json. A sweep with
     several model kinds gets one fit per kind under `groups` as well. Runs that are no longer
     in the sweep's plan are left out unless `all_runs`. `workers`: processes for the bootstrap
-    (None: the CPUs this process may use; the result does not depend on it)."""
+    (None: fit.robust.default_workers, the idle CPUs; the result does not depend on it)."""
     if reduce not in ("best", "mean"):
         raise UserError(f"reduce={reduce!r}; allowed: best, mean")
     unknown = [law for law in laws or [] if law not in LAW_NAMES]

@@ -59,8 +59,10 @@ def test_fit_sweep_writes_the_typed_fit(tmp_path):
     assert len(ch.samples) == 8
     # One held-out set: the runs at the largest compute, the same for every law of N and D; a
     # law of N alone is scored only on those at the D it describes
-    assert fit.heldout_run_ids and all(fit.laws[k].heldout.run_ids == fit.heldout_run_ids
-                                       for k in ("chinchilla", "compute"))
+    assert fit.heldout_run_ids and ch.heldout.run_ids == fit.heldout_run_ids
+    # the compute law (the frontier) on the held-out runs on the frontier
+    assert fit.laws["compute"].heldout.run_ids == tuple(
+        r for r in fit.heldout_run_ids if r in fit.frontier_run_ids)
     d_of = {p.run_id: p.D for p in fit.points}
     for k in ("linear", "power", "saturating"):
         ids = fit.laws[k].heldout.run_ids

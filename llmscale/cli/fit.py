@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--workers", type=int, default=None,
-                   help="processes for the bootstrap (default: the CPUs this process may use; "
-                        "the result does not depend on it)")
+                   help="processes for the bootstrap (default: the idle CPUs by load average, "
+                        "1 below 100 resamples; the result does not depend on it)")
     p.add_argument("--all-runs", action="store_true",
                    help="include runs of results.csv that are no longer in the sweep's plan")
 

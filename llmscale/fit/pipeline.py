@@ -268,7 +268,9 @@ def fit_runs(runs: Runs, *, laws=None, reduce_how: str = "best", bootstrap: int 
     is in `not_fitted` with the reason; the caller decides whether that is an error.
 
     Pure (no file I/O). `workers` > 1 fits the bootstrap resamples in that many processes
-    (None: `default_workers`); the result does not depend on it."""
+    (None: `robust.default_workers`); the result does not depend on it. Processes start from a
+    fork server, which imports the caller's main module: a script that calls this with
+    workers != 1 needs the usual `if __name__ == "__main__":` guard."""
     pts = reduce(runs, reduce_how)
     C, D = pts.col("C"), pts.col("D")
     has_c = np.isfinite(C)

@@ -40,8 +40,12 @@ HUBER_DELTA = 1e-3  # on log-loss residuals, as Hoffmann et al. and Besiroglu et
 # them arrive; it costs 1.4x the CPU time of 1e-10 on the quickstart's fit (measured 2026-11-29).
 LBFGS_OPTIONS = {"maxiter": 500, "ftol": 1e-14, "gtol": 1e-9}
 # Starts far from the optimum (exponent 0, coefficient e^25) wander for hundreds of steps and
-# never win; the grid is ordered by its objective and only the best GRID_STARTS are run.
-GRID_STARTS = 16
+# never win; the grid is ordered by its objective and only the best GRID_STARTS are run. With
+# the tolerances above, the best 1 already reached the optimum of the best 16 (objective equal
+# to 1e-11 relative) on the quickstart's four log-sum-exp laws, the Chinchilla reference runs
+# and 8 random designs of a known law (2026-11-29); 4 keep a margin and a second optimum for
+# the bootstrap, at a quarter of the cost of 16.
+GRID_STARTS = 4
 # A term (or E) contributing less than this share of every predicted loss changes no log-loss by
 # more than ~1e-3 (the Huber delta): the data cannot tell it from 0. E's lower bound.
 SHARE_MIN = 1e-3
@@ -70,25 +74,30 @@ def _log_inputs(law: Law, X: dict[str, np.ndarray]) -> np.ndarray:
 
 def _objective(theta: np.ndarray, logX: np.ndarray, logy: np.ndarray, has_const: bool,
                delta: float) -> tuple[float, np.ndarray]:
-    """Summed Huber of (LSE model - log y) and its gradient in theta."""
+    """Summed Huber of (LSE model - log y) and its gradient in theta.
+
+    Written for the bootstrap's ~10^5 calls on ~25 points, where numpy's per-call overhead is
+    the cost: the Huber derivative is clip(r, -delta, delta), and the loss psi (r - psi / 2)
+    with psi that derivative (r^2 / 2 inside delta, delta |r| - delta^2 / 2 outside); E's row
+    is kept apart instead of stacked onto the terms'."""
     k = logX.shape[0]
-    coef, expo = theta[0:2 * k:2], theta[1:2 * k:2]
-    z = coef[:, None] - expo[:, None] * logX  # (terms, runs): log of each term
-    if has_const:
-        z = np.vstack([z, np.full((1, logX.shape[1]), theta[-1])])
+    z = theta[0:2 * k:2, None] - theta[1:2 * k:2, None] * logX  # (terms, runs): log of each term
     zmax = z.max(axis=0)
-    ez = np.exp(z - zmax)
-    s = ez.sum(axis=0)
-    r = zmax + np.log(s) - logy
-    absr = np.abs(r)
-    quad = absr <= delta
-    obj = float(np.sum(np.where(quad, 0.5 * r * r, delta * (absr - 0.5 * delta))))
-    gw = (ez / s) * np.where(quad, r, delta * np.sign(r))  # d obj / d z, per term and run
-    grad = np.empty_like(theta)
-    grad[0:2 * k:2] = gw[:k].sum(axis=1)
-    grad[1:2 * k:2] = -(gw[:k] * logX).sum(axis=1)
     if has_const:
-        grad[-1] = gw[k].sum()
+        zmax = np.maximum(zmax, theta[-1])
+        ec = np.exp(theta[-1] - zmax)
+    ez = np.exp(z - zmax)
+    s = ez.sum(axis=0) + ec if has_const else ez.sum(axis=0)
+    r = zmax + np.log(s) - logy
+    psi = np.clip(r, -delta, delta)
+    obj = float(psi @ (r - 0.5 * psi))
+    w = psi / s  # d obj / d z = share of the term x psi
+    gw = ez * w
+    grad = np.empty_like(theta)
+    grad[0:2 * k:2] = gw.sum(axis=1)
+    grad[1:2 * k:2] = -(gw * logX).sum(axis=1)
+    if has_const:
+        grad[-1] = ec @ w
     return obj, grad
 
 
@@ -310,22 +319,33 @@ class Pool:
     workers: int
 
 
-def default_workers() -> int:
-    """Processes for the bootstrap: the CPUs this process may use."""
+# A pool costs ~1-2 s to start (a fork server importing numpy and scipy) and pays only when
+# CPUs are idle: on 2 cores at load ~10, the quickstart's fit took as long with 2 processes as
+# with 1 (2026-11-29). So the default asks for the idle CPUs, and none below this many resamples.
+POOL_MIN_RESAMPLES = 100
+
+
+def default_workers(resamples: int) -> int:
+    """Processes for the bootstrap by default: the CPUs this process may use that are idle now
+    (by the 1-minute load average), 1 for a small bootstrap."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
+    if resamples < POOL_MIN_RESAMPLES or not hasattr(os, "getloadavg"):
+        return 1
+    return max(1, min(cpus, round(cpus - os.getloadavg()[0])))
 
 
 @contextmanager
 def bootstrap_pool(workers: int | None, resamples: int):
     """A process pool for the bootstrap's refits, or None when one process is asked for (or
     there is too little work to pay for starting processes). `workers` None: default_workers.
+    The result does not depend on the pool (`bootstrap` draws every resample first).
 
     Workers come from a fork server, not a fork of this process: the caller may have torch's
     OpenMP threads running (the post-sweep analysis), and a forked child of those can hang."""
-    n = default_workers() if workers is None else workers
+    n = default_workers(resamples) if workers is None else workers
     if n < 1:
         raise ValueError(f"workers={n}; give 1 or more")
     if n == 1 or resamples < 2 * POOL_MIN_CHUNK:
