@@ -170,8 +170,9 @@ def test_parameter_pressed_against_the_bound_is_unconstrained(tmp_path, capsys):
     out, err = capsys.readouterr()
     fit = read_fit(tmp_path)
     ch = fit.laws["chinchilla"]
+    # the bound is 0.1% of the lowest loss a resample holds: at or a little above the full data's
     bound = 1e-3 * min(p.loss for p in fit.points)
-    assert ch.intervals["E"][0] == pytest.approx(bound, rel=1e-6)
+    assert bound <= ch.intervals["E"][0] < 1.2 * bound
     assert ch.params["E"] < 0.05 and ch.bound_share["E"] > 0.025
     assert any(ln.startswith("warning: the chinchilla law's coefficient E is unconstrained")
                and "pressed against the optimiser's bound" in ln for ln in err.splitlines()), err
@@ -243,6 +244,7 @@ def test_isoflop_exponent_only_when_every_minimum_lies_inside_its_sizes(tmp_path
     iso = fit_sweep(good, bootstrap=0).compute_optimal.isoflop
     assert not iso.why_not and all(b.inside for b in iso.budgets)
     assert iso.a == pytest.approx(opt.a, abs=0.03)
+    good_a = iso.a
     rows, _ = _isoflop_rows(brackets=False)
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -256,6 +258,14 @@ def test_isoflop_exponent_only_when_every_minimum_lies_inside_its_sizes(tmp_path
     assert "no exponent stated" in out and f"warning: no IsoFLOP exponent: {iso.why_not}" in err
     text = " ".join(b.text for b in report_blocks(load_sweep(bad, refit=False), {}))
     assert "No IsoFLOP exponent is stated (not reliable)" in text and "N_opt ∝ C^" not in text
+    import matplotlib.pyplot as plt
+
+    from llmscale.plots import fig_isoflop
+
+    for where, says in ((good, f"N_opt ∝ C^{good_a:.2f}"), (bad, "No IsoFLOP exponent is stated")):
+        fig, caption = fig_isoflop(load_sweep(where, refit=False))
+        plt.close(fig)
+        assert says in caption, caption
 
 
 def test_bootstrap_does_not_depend_on_the_worker_count(tmp_path):
