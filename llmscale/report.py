@@ -229,7 +229,8 @@ def _founding(fit: FitResult | None, fit_note: str) -> list[Block]:
                                  + _why_missing("linear", fit) + ".")]
     err = lin.heldout.mean_abs_rel_err
     text = (f"Fitted: L = {fmt(lin.params['a'])}·N + {fmt(lin.params['b'])}, held-out error "
-            f"{_pct(err)}.")
+            + (f"{_pct(err)}." if err is not None else
+               f"not measured: {lin.heldout.reason}."))
     others = [(k, fit.laws[k].heldout.mean_abs_rel_err)
               for k in ("power", "saturating", "chinchilla") if k in fit.laws]
     others = [(k, e) for k, e in others if e is not None]

@@ -187,8 +187,8 @@ def test_parameter_pressed_against_the_bound_is_unconstrained(tmp_path, capsys):
 
 def test_laws_of_n_are_scored_only_on_held_out_runs_at_their_d(tmp_path):
     """The held-out runs (largest compute) of an IsoFLOP design sit at many D, none at the D of
-    the fixed-D row that the laws of N describe: they are not scored (and say why); with the
-    row's largest size held out as well, they are scored on it alone."""
+    the fixed-D row that the laws of N describe: they are not scored, say why, and are not
+    vouched for; the compute law is scored on the held-out runs on the frontier only."""
     law = GRID_LAW
     rows = []
     for b, c in enumerate((1e15, 1e16, 1e17)):
@@ -211,6 +211,8 @@ def test_laws_of_n_are_scored_only_on_held_out_runs_at_their_d(tmp_path):
         h = fit.laws[k].heldout
         assert h.mean_abs_rel_err is None and "no held-out run at D = 1e+09" in h.reason
         assert k not in fit.ranking
+        assert any("was not scored on held-out runs (no held-out run at D = 1e+09" in w
+                   for w in fit.laws[k].warnings)
     assert fit.laws["chinchilla"].heldout.run_ids == fit.heldout_run_ids
     # the compute law describes the frontier: scored on the held-out runs on it only
     assert set(fit.laws["compute"].heldout.run_ids) == set(fit.heldout_run_ids) & set(

@@ -7,7 +7,7 @@ its ratio to the largest fitted N, D and C, and a warning for each reason not to
 - the query lies more than `extrapolation_limit` times beyond the data in N, D or C;
 - and every reason not to trust the law itself (`law_warnings`, computed once by the fitter and
   stored in fit.json): the law predicted its held-out runs badly (mean error above
-  `HELDOUT_LIMIT`); an exponent's interval reaches 0, a coefficient's spans more than
+  `HELDOUT_LIMIT`) or was not scored on any; an exponent's interval reaches 0, a coefficient's spans more than
   `COEF_DECADES` decades, or a parameter is pressed against the optimiser's bound; an estimate
   lies outside its own bootstrap interval; more than `MAX_BAD_SHARE` of the resamples failed or
   ended at a bound; E's whole interval lies below the source's floor.
@@ -75,6 +75,9 @@ def assess_law(entry: LawFit, floor: float | None) -> tuple[str, ...]:
     if h.mean_abs_rel_err is not None and h.mean_abs_rel_err > HELDOUT_LIMIT:
         out.append(f"the {law} law predicted its held-out runs with a mean error of "
                    f"{100 * h.mean_abs_rel_err:.1f}% (limit {100 * HELDOUT_LIMIT:.0f}%)")
+    elif h.mean_abs_rel_err is None:  # nothing says it extrapolates: not vouched for
+        out.append(f"the {law} law was not scored on held-out runs ({h.reason}): its "
+                   "predictions beyond the data are untested")
     if law in LAWS:
         spec = LAWS[law]
         level = f"{100 * entry.ci_level:.0f}%"
