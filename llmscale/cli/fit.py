@@ -81,11 +81,12 @@ def format_table(fit: FitResult) -> str:
     reliable = [k for k in fit.ranking if fit.laws[k].reliable]
     if reliable:
         lines.append("ranking by held-out error: " + " > ".join(reliable))
+    after = "ranked after them" if reliable else "no law is reliable; by held-out error"
     for k in fit.ranking:
         if not fit.laws[k].reliable:
             e = fit.laws[k]
-            lines.append(f"not reliable, ranked after them: {k} ({len(e.warnings)} warning(s), "
-                         f"first: {e.warnings[0]})")
+            lines.append(f"not reliable, {after}: {k} ({len(e.warnings)} warning(s), first: "
+                         f"{e.warnings[0]})")
     c = fit.compute_optimal.chinchilla
     if c:
         lines.append(f"compute-optimal (chinchilla): N_opt = {_g(c.G)}*(C/{_g(c.q)})^{c.a:.3f}, "
