@@ -23,8 +23,11 @@ from llmscale.fit.cost import COST_LAWS, fit_cost
 from llmscale.fit.laws import LAW_NAMES, predict
 from llmscale.fit.pipeline import Runs, fit_runs
 from llmscale.fit.result import Crossing, FitResult, Floor, Skipped
+from llmscale.fit.robust import serial_blas
 from llmscale.records import RunRecord, read_results
 
+# Runs that share these columns (and N and D, always: fit.pipeline.shape_keys) are one shape:
+# several learning rates or seeds of one model, reduced to one point.
 SHAPE_KEYS = ("model_kind", "vocab_size", "embedding_dim", "hidden_dim", "num_layers",
               "tie_weights", "tokens", "flops_budget")
 DEFAULT_KIND = "lstm"  # results.csv from before model kinds: every run was an LSTM
@@ -63,6 +66,7 @@ class Loaded:
     skipped: tuple[Skipped, ...]
     notes: tuple[str, ...]
     records: list[RunRecord]
+    header: tuple[str, ...] = ()  # the table's own columns
 
 
 def planned_ids(sweep_dir: Path, all_runs: bool) -> set[str] | None:
@@ -98,7 +102,7 @@ def _load_rows(path: Path, n_col: str, loss_col: str, all_runs: bool = False) ->
         with open(path, newline="", encoding="utf-8") as fh:
             rows = [(f"row{i + 2}", row, (i,), DEFAULT_KIND)
                     for i, row in enumerate(csv.DictReader(fh))]
-        return Loaded(path, rows, (), (), [])
+        return Loaded(path, rows, (), (), [], tuple(header))
     records, problems = read_results(path)
     records, dropped = _in_plan(records, planned_ids(path.parent, all_runs))
     problems = list(problems) + dropped
@@ -109,7 +113,7 @@ def _load_rows(path: Path, n_col: str, loss_col: str, all_runs: bool = False) ->
             continue
         d = r.to_dict()
         rows.append((r.run_id, d, tuple(d.get(k) for k in SHAPE_KEYS), kind_of(r)))
-    return Loaded(path, rows, tuple(skipped), tuple(problems), records)
+    return Loaded(path, rows, tuple(skipped), tuple(problems), records, tuple(header))
 
 
 def _runs(loaded: Loaded, n_col: str, d_col: str, c_col: str, loss_col: str
@@ -121,6 +125,13 @@ def _runs(loaded: Loaded, n_col: str, d_col: str, c_col: str, loss_col: str
         notes.append(f"D derived as C / (6 N): no column {d_col!r}")
     if c_col not in header and d_col in header and not is_records:
         notes.append(f"C derived as 6 N D: no column {c_col!r}")
+    lacking = [k for k in SHAPE_KEYS if k not in loaded.header]
+    if is_records and lacking:
+        have = [k for k in SHAPE_KEYS if k in loaded.header and k != d_col]
+        notes.append(f"{loaded.path.name} has no column(s) {', '.join(lacking)}: shapes are keyed "
+                     f"by N ({n_col}) and D ({d_col})" + (f" and {', '.join(have)}" if have else "")
+                     + "; only runs that share them (learning rates, seeds of one model) are "
+                       "reduced to one point")
     cols: dict[str, list[float]] = {k: [] for k in ("N", "D", "C", "loss", "fpt")}
     for run_id, row, _, _ in loaded.rows:
         N, loss = _num(row.get(n_col)), _num(row.get(loss_col))
@@ -148,10 +159,11 @@ def _runs(loaded: Loaded, n_col: str, d_col: str, c_col: str, loss_col: str
 
 def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_nonembedding",
               d_column="tokens", c_column="flops", loss_column="val_loss", reduce="best",
-              bootstrap=200, seed=0, all_runs=False) -> FitResult:
+              bootstrap=200, seed=0, all_runs=False, workers=None) -> FitResult:
     """Fit every requested law (default: all the data supports) and write fit.json. A sweep with
     several model kinds gets one fit per kind under `groups` as well. Runs that are no longer
-    in the sweep's plan are left out unless `all_runs`."""
+    in the sweep's plan are left out unless `all_runs`. `workers`: processes for the bootstrap
+    (None: fit.robust.default_workers, the idle CPUs; the result does not depend on it)."""
     if reduce not in ("best", "mean"):
         raise UserError(f"reduce={reduce!r}; allowed: best, mean")
     unknown = [law for law in laws or [] if law not in LAW_NAMES]
@@ -164,9 +176,17 @@ def fit_sweep(source: str | Path, *, laws=None, out_dir=None, n_column="params_n
     if not loaded.rows:
         raise UserError(f"{path}: no completed run to fit")
     runs, notes = _runs(loaded, n_column, d_column, c_column, loss_column)
+    with serial_blas():  # the cost laws' L-BFGS too (fit_runs limits its own)
+        return _fit_and_write(path, loaded, runs, notes, laws=laws, out_dir=out_dir,
+                              n_column=n_column, loss_column=loss_column, reduce=reduce,
+                              bootstrap=bootstrap, seed=seed, all_runs=all_runs, workers=workers)
+
+
+def _fit_and_write(path, loaded, runs, notes, *, laws, out_dir, n_column, loss_column, reduce,
+                   bootstrap, seed, all_runs, workers) -> FitResult:
     common = dict(laws=laws, reduce_how=reduce, bootstrap=bootstrap, seed=seed,
                   source=str(path), n_column=n_column, loss_column=loss_column,
-                  floor=_floor(loaded.records))
+                  floor=_floor(loaded.records), workers=workers)
     result = fit_runs(runs, skipped=loaded.skipped, notes=loaded.notes + tuple(notes),
                       cost=_cost_laws(loaded, n_column, bootstrap, seed), **common)
     if laws:

@@ -413,6 +413,8 @@ def fig_isoflop(data: SweepData):
     if iso is None:
         raise _NoFigure("the fit has no IsoFLOP budgets (the sweep does not vary N at fixed "
                         "compute)")
+    if not iso.budgets:
+        raise _NoFigure(f"no IsoFLOP budget's parabola has a minimum: {iso.why_not}")
     by_id = {p.run_id: p for p in data.fit.points}
     fig, axes = _figure()
     ax = axes[0, 0]
@@ -442,7 +444,10 @@ def fig_isoflop(data: SweepData):
     ax.legend(fontsize=8, title="FLOPs budget", title_fontsize=8)
     ax.grid(True, which="both", alpha=0.25)
     return fig, ("Loss against model size at fixed training compute, one parabola in log N per "
-                 "budget (Hoffmann et al. approach 2); stars mark the fitted minima.")
+                 "budget (Hoffmann et al. approach 2); stars mark the fitted minima. "
+                 + (f"No IsoFLOP exponent is stated: {iso.why_not}." if iso.why_not else
+                    f"Over the budgets N_opt ∝ C^{iso.a:.2f} and D_opt ∝ C^{iso.b:.2f} (every "
+                    "minimum lies inside its budget's sizes)."))
 
 
 def _cmap(name: str):

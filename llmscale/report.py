@@ -191,9 +191,16 @@ def _laws(data: SweepData) -> list[Block]:
         out.append(Block("table", rows=(("law", "describes", f"parameters [{100 * level:.0f}% CI]",
                                          "held-out mean |err|", "held-out max |err|",
                                          "points fitted / held out", "verdict"), *rows)))
-    if fit.ranking:
-        out.append(Block("p", "Ranking by held-out error on those runs, best first: "
-                              + " > ".join(fit.ranking) + "."))
+    reliable = [k for k in fit.ranking if fit.laws[k].reliable]
+    unreliable = [k for k in fit.ranking if not fit.laws[k].reliable]
+    if reliable:
+        out.append(Block("p", "Ranking of the reliable laws by held-out error on those runs, "
+                              "best first: " + " > ".join(reliable) + "."))
+    if unreliable:
+        out.append(Block("p", ("Ranked after them, whatever their held-out error, the laws "
+                               if reliable else "No law is reliable; by held-out error: ")
+                              + "; ".join(f"{k} (not reliable: {fit.laws[k].warnings[0]})"
+                                          for k in unreliable) + "."))
     why = [w for law in _ordered(fit) for w in law_warnings(fit, fit.laws[law])]
     if why:
         out += [Block("p", "Why a law is marked not reliable:"), Block("list", rows=tuple(why))]
@@ -222,7 +229,8 @@ def _founding(fit: FitResult | None, fit_note: str) -> list[Block]:
                                  + _why_missing("linear", fit) + ".")]
     err = lin.heldout.mean_abs_rel_err
     text = (f"Fitted: L = {fmt(lin.params['a'])}·N + {fmt(lin.params['b'])}, held-out error "
-            f"{_pct(err)}.")
+            + (f"{_pct(err)}." if err is not None else
+               f"not measured: {lin.heldout.reason}."))
     others = [(k, fit.laws[k].heldout.mean_abs_rel_err)
               for k in ("power", "saturating", "chinchilla") if k in fit.laws]
     others = [(k, e) for k, e in others if e is not None]
@@ -258,17 +266,23 @@ def _compute_optimal(fit: FitResult | None) -> list[Block]:
                                 "from the runs' own records."))
         out += _planner_table(fit)
     if iso:
-        out.append(Block("p", f"From IsoFLOP parabolas: N_opt ∝ C^{fmt(iso.a)}, "
-                              f"D_opt ∝ C^{fmt(iso.b)}."))
+        if iso.why_not:  # an exponent through minima the sizes do not bracket means nothing
+            out.append(Block("p", f"No IsoFLOP exponent is stated (not reliable): {iso.why_not}."))
+        else:
+            out.append(Block("p", f"From IsoFLOP parabolas: N_opt ∝ C^{fmt(iso.a)}, "
+                                  f"D_opt ∝ C^{fmt(iso.b)} (every budget's minimum lies inside "
+                                  "its sizes)."))
         rows = []
         for x in iso.budgets:
             nd = allocation_interval(ch, x.C) if ch else None
             agree = ("–" if nd is None else "yes" if nd[0][0] <= x.N_opt <= nd[0][1] else "no")
-            rows.append((fmt(x.C), fmt(x.N_opt), fmt(x.D_opt), fmt(x.loss_min),
+            rows.append((fmt(x.C), fmt(x.N_opt), "yes" if x.inside else "no, extrapolated",
+                         fmt(x.D_opt), fmt(x.loss_min),
                          f"[{fmt(nd[0][0])}, {fmt(nd[0][1])}]" if nd else "–", agree))
         out.append(Block("table", rows=(("budget C (FLOPs)", "IsoFLOP N_opt (params)",
-                                         "D_opt (tokens)", "loss at minimum",
-                                         "Chinchilla N_opt 95% interval", "agree"), *rows)))
+                                         "minimum inside its sizes", "D_opt (tokens)",
+                                         "loss at minimum", "Chinchilla N_opt 95% interval",
+                                         "agree"), *rows)))
     if not ch and not iso:
         out.append(Block("p", "No compute-optimal allocation: it needs the Chinchilla law "
                               "(several N and several D, positive exponents) or IsoFLOP budgets "

@@ -57,9 +57,19 @@ def test_fit_sweep_writes_the_typed_fit(tmp_path):
     assert abs(ch.params["alpha"] - TRUE["alpha"]) < 0.1
     assert all(lo <= hi for lo, hi in ch.intervals.values())
     assert len(ch.samples) == 8
-    # One held-out set: the runs at the largest compute, the same for every law
-    assert fit.heldout_run_ids and all(e.heldout.run_ids == fit.heldout_run_ids
-                                       for e in fit.laws.values())
+    # One held-out set: the runs at the largest compute, the same for every law of N and D; a
+    # law of N alone is scored only on those at the D it describes
+    assert fit.heldout_run_ids and ch.heldout.run_ids == fit.heldout_run_ids
+    # the compute law (the frontier) on the held-out runs on the frontier
+    assert fit.laws["compute"].heldout.run_ids == tuple(
+        r for r in fit.heldout_run_ids if r in fit.frontier_run_ids)
+    d_of = {p.run_id: p.D for p in fit.points}
+    for k in ("linear", "power", "saturating"):
+        ids = fit.laws[k].heldout.run_ids
+        assert ids == tuple(r for r in fit.heldout_run_ids if d_of[r] == max(TOKENS)), k
+        assert len(ids) == 2
+    assert all(len(fit.laws[k].heldout.errors) == 2 for k in ("linear", "power"))
+    assert "needs at least 4 sizes" in fit.laws["saturating"].heldout.reason  # 3 left to fit
     c_of = {p.run_id: p.C for p in fit.points}
     assert min(c_of[r] for r in fit.heldout_run_ids) >= max(
         c for r, c in c_of.items() if r not in fit.heldout_run_ids)
@@ -80,29 +90,46 @@ def test_fit_sweep_writes_the_typed_fit(tmp_path):
     assert observed == sorted(observed, reverse=True)
 
 
-def test_guardrails_floor_extrapolation_and_in_range(tmp_path, capsys):
-    """Records from a known law whose E (1.6) lies below a known floor (2.5, under every run's
-    loss): a budget whose prediction falls below the floor warns naming it; 10^6x beyond the
-    data warns naming the extrapolation; an in-range query prints no warning."""
-    _records(tmp_path, floor_nats=2.5, noise=0.001)
+def test_guardrails_extrapolation_and_in_range(tmp_path, capsys):
+    """Records from a known law (E = 1.6) with the floor at 1.5, under E: an in-range query
+    prints no warning; 10^6x beyond the data warns naming the extrapolation."""
+    _records(tmp_path, noise=0.001)
     fit = fit_sweep(tmp_path, bootstrap=30)
+    assert fit.laws["chinchilla"].reliable and fit.ranking[0] == "chinchilla"
     fj = str(tmp_path / "fit.json")
     assert main(["predict", fj, "--params", "1e5", "--tokens", "3e6"]) == 0
     out, err = capsys.readouterr()
     assert "warning:" not in err and "verdict: reliable" in out
     big = fit.extent.C * 10 ** 6
-    r = plan_budget(fit, flops=big)
-    assert r.loss < 2.5
     assert main(["predict", fj, "--budget-flops", f"{big:g}"]) == 0
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
-    assert any("floor 2.5" in ln for ln in lines)
     assert any("extrapolates" in ln and "C" in ln for ln in lines)
     assert main(["predict", fj, "--budget-flops", f"{big:g}", "--strict"]) == 2
     assert "--strict" in capsys.readouterr().err
     assert predict_loss(fit, 1e6, 3e7).reliable
     assert main(["predict", fj, "--params", "1e12", "--tokens", "3e7"]) == 0
     assert "extrapolates 1e+06x beyond the largest fitted N" in capsys.readouterr().err
+
+
+def test_e_wholly_below_the_floor_is_a_warning_at_fit(tmp_path, capsys):
+    """E = 1.6 from a known law, the source's floor at 2.5 (under every run's loss, above E's
+    whole interval): `fit` warns, every prediction of that law warns (even in range), and a
+    budget whose prediction falls below the floor says so."""
+    _records(tmp_path, floor_nats=2.5, noise=0.001)
+    assert main(["fit", str(tmp_path), "--bootstrap", "30", "--law", "chinchilla"]) == 0
+    err = capsys.readouterr().err
+    fit = read_fit(tmp_path)
+    assert fit.laws["chinchilla"].intervals["E"][1] < 2.5
+    assert any(ln.startswith("warning: the chinchilla law's E = ") and "wholly below the floor 2.5"
+               in ln for ln in err.splitlines()), err
+    assert main(["predict", str(tmp_path), "--params", "1e5", "--tokens", "3e6"]) == 0
+    out, err = capsys.readouterr()
+    assert "wholly below the floor 2.5" in err and "verdict: not reliable" in out
+    big = fit.extent.C * 10 ** 6
+    assert plan_budget(fit, flops=big).loss < 2.5
+    assert main(["predict", str(tmp_path), "--budget-flops", f"{big:g}"]) == 0
+    assert "falls below the floor 2.5" in capsys.readouterr().err
 
 
 def test_plan_has_intervals_for_n_opt_and_d_opt(tmp_path):
@@ -157,8 +184,9 @@ def test_old_results_csv_without_new_columns(tmp_path):
 def test_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         fit_sweep(tmp_path / "nowhere")
-    _records(tmp_path, sizes=(1e4, 1e5), tokens=(1e6,))
-    with pytest.raises(UserError, match=r"chinchilla needs at least 2 distinct values of D"):
+    _records(tmp_path, sizes=(1e4, 1e5, 1e6), tokens=(1e6,))
+    with pytest.raises(UserError, match=r"chinchilla needs at least 3 distinct values of D; "
+                                        r"the 3 runs have 1"):
         fit_sweep(tmp_path, laws=["chinchilla"], bootstrap=0)
     one = tmp_path / "one"
     one.mkdir()

@@ -120,7 +120,8 @@ def test_old_schema_csv_and_missing_run_dirs(tmp_path):
 
 def test_stale_fit_is_redone(tmp_path):
     """results.csv newer than fit.json: loading the sweep refits first."""
-    recs = make_records(shapes(hidden=(16, 32)), budgets=())
+    # 3 token counts: chinchilla needs 3 distinct D (llmscale.fit.pipeline.NEEDS_DISTINCT)
+    recs = make_records(shapes(hidden=(16, 32)), tokens=(200_000, 400_000, 800_000), budgets=())
     sweep = write_sweep(tmp_path / "s", recs, bootstrap=0)
     assert load_sweep(sweep).fit_note == ""  # fresh: no refit
     first = (sweep / "fit.json").stat().st_mtime_ns

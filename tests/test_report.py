@@ -152,8 +152,9 @@ def test_real_small_sweep_round_trips_its_fit(tmp_path):
 def test_model_kinds_side_by_side(tmp_path):
     """Two kinds in one sweep: the report sets each kind's laws side by side, with where the
     curves cross and its interval, from fit.json's groups."""
-    recs = make_records(shapes(hidden=(16, 32, 64)), budgets=())
-    gru = make_records(shapes(hidden=(16, 32, 64)), budgets=(), kind="gru", seed=1,
+    tokens = (200_000, 400_000, 800_000)  # chinchilla needs 3 distinct D
+    recs = make_records(shapes(hidden=(16, 32, 64)), tokens=tokens, budgets=())
+    gru = make_records(shapes(hidden=(16, 32, 64)), tokens=tokens, budgets=(), kind="gru", seed=1,
                        law={"E": 1.7, "A": 40.0, "B": 300.0, "alpha": 0.3, "beta": 0.4})
     sweep = write_sweep(tmp_path / "s", recs + gru)
     fit = read_fit(sweep)

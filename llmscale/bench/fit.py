@@ -14,6 +14,13 @@ import numpy as np
 
 
 def main(quick: bool = False) -> None:
+    from llmscale.fit.robust import serial_blas
+
+    with serial_blas():  # as the fitter runs (one BLAS thread: see fit.robust.serial_blas)
+        _bench(quick)
+
+
+def _bench(quick: bool) -> None:
     from llmscale.fit.reference import PUBLISHED_CI, chinchilla_runs
     from llmscale.fit.robust import bootstrap, fit_law
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from llmscale.fit.result import FitResult
 
@@ -23,19 +24,38 @@ def add_parser(sub) -> None:
                    help="several runs per shape (learning rates, seeds): keep the best or the mean")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for the bootstrap (default: the idle CPUs by load average, "
+                        "1 below 100 resamples; the result does not depend on it)")
     p.add_argument("--all-runs", action="store_true",
                    help="include runs of results.csv that are no longer in the sweep's plan")
 
 
 def run(args: argparse.Namespace) -> int:
     from llmscale.analysis import fit_sweep
+    from llmscale.errors import UserError
 
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: give 1 or more processes")
     fit = fit_sweep(args.source, laws=args.laws, out_dir=args.out, n_column=args.n_column,
                     d_column=args.d_column, c_column=args.c_column,
                     loss_column=args.loss_column, reduce=args.reduce, bootstrap=args.bootstrap,
-                    seed=args.seed, all_runs=args.all_runs)
+                    seed=args.seed, all_runs=args.all_runs, workers=args.workers)
     print(format_table(fit))
+    for w in fit_warnings(fit):
+        print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def fit_warnings(fit: FitResult) -> list[str]:
+    """Every law's own warnings (fit.json's `warnings`), and an IsoFLOP exponent withheld."""
+    out = [w for e in fit.laws.values() for w in e.warnings]
+    iso = fit.compute_optimal.isoflop
+    if iso is not None and iso.why_not:
+        out.append(f"no IsoFLOP exponent: {iso.why_not}")
+    for kind, g in fit.groups.items():
+        out += [f"[{kind}] {w}" for w in fit_warnings(g)]
+    return out
 
 
 def _g(v) -> str:
@@ -58,15 +78,24 @@ def format_table(fit: FitResult) -> str:
         lines.append(f"{law:<11} {err:<24} {ps}")
     for law, why in fit.not_fitted.items():
         lines.append(f"{law:<11} not fitted: {why}")
-    if fit.ranking:
-        lines.append("ranking by held-out error: " + " > ".join(fit.ranking))
+    reliable = [k for k in fit.ranking if fit.laws[k].reliable]
+    if reliable:
+        lines.append("ranking by held-out error: " + " > ".join(reliable))
+    after = "ranked after them" if reliable else "no law is reliable; by held-out error"
+    for k in fit.ranking:
+        if not fit.laws[k].reliable:
+            e = fit.laws[k]
+            lines.append(f"not reliable, {after}: {k} ({len(e.warnings)} warning(s), first: "
+                         f"{e.warnings[0]})")
     c = fit.compute_optimal.chinchilla
     if c:
         lines.append(f"compute-optimal (chinchilla): N_opt = {_g(c.G)}*(C/{_g(c.q)})^{c.a:.3f}, "
                      f"D_opt = C / ({_g(c.q)} N_opt^{c.r:.3f}) ∝ C^{c.b:.3f}")
     i = fit.compute_optimal.isoflop
     if i:
-        lines.append(f"IsoFLOP: {len(i.budgets)} budgets, N_opt ∝ C^{_g(i.a)}")
+        lines.append(f"IsoFLOP: {len(i.budgets)} budgets, N_opt ∝ C^{_g(i.a)}" if not i.why_not
+                     else f"IsoFLOP: {len(i.budgets)} budgets with a minimum, no exponent "
+                          "stated (see the warning)")
     for col, e in fit.cost.items():
         lines.append(f"cost {col} = {_g(e.params['k'])} * ({e.x})^{e.params['p']:.3f} (n={e.n})")
     if fit.floor:

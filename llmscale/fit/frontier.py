@@ -85,28 +85,44 @@ def allocation_interval(opt: Allocation, C: float, ci_level: float = 0.95
 def isoflop(N, C, loss, run_ids, q: float = 6.0, r: float = 1.0,
             min_sizes: int = 3) -> Isoflop | None:
     """Approach 2: per budget (`select.budget_groups`) with >= min_sizes distinct N, a parabola
-    of loss in x = log10 N; its vertex is N_opt(C), and D_opt = C / (q N_opt^r). With >= 2
-    budgets, log N_opt = a log C + const and log D_opt = b log C + const. None when no budget
-    qualifies."""
+    of loss in x = log10 N; its vertex is N_opt(C), and D_opt = C / (q N_opt^r). The exponents
+    log N_opt = a log C + const and log D_opt = b log C + const are stated only when at least 2
+    budgets have a parabola and every one has its minimum inside its own sizes: a parabola
+    without a minimum, or a vertex extrapolated past the sizes, is no measured optimum, and an
+    exponent through it means nothing (records that are not an IsoFLOP design give such
+    budgets by accident). `why_not` says which budget failed. None when no budget has
+    min_sizes sizes."""
     N, C, loss = (np.asarray(v, dtype=float) for v in (N, C, loss))
-    budgets = []
+    budgets, problems, parabolas = [], [], 0
     for g in budget_groups(C):
         if len(np.unique(N[g])) < min_sizes:
             continue
+        parabolas += 1
         x = np.log10(N[g])
         c2, c1, c0 = np.polyfit(x, loss[g], 2)
-        if c2 <= 0:  # no minimum inside: the budget's sizes do not bracket the optimum
+        c = float(np.mean(C[g]))
+        if c2 <= 0:
+            problems.append(f"at C = {c:.3g} the parabola has no minimum (it opens downward)")
             continue
         n_opt = float(10 ** (-c1 / (2 * c2)))
-        c = float(np.mean(C[g]))
+        lo, hi = float(N[g].min()), float(N[g].max())
+        inside = lo <= n_opt <= hi
+        if not inside:
+            problems.append(f"at C = {c:.3g} the minimum N = {n_opt:.3g} lies outside the "
+                            f"budget's sizes {lo:.3g}–{hi:.3g}")
         budgets.append(IsoBudget(C=c, N_opt=n_opt, D_opt=float(c / (q * n_opt ** r)),
                                  loss_min=float(c0 - c1 * c1 / (4 * c2)),
                                  parabola=(float(c2), float(c1), float(c0)),
-                                 run_ids=tuple(run_ids[i] for i in g)))
-    if not budgets:
+                                 run_ids=tuple(run_ids[i] for i in g), inside=inside))
+    if parabolas == 0:
         return None
-    if len(budgets) < 2:
-        return Isoflop(tuple(budgets))
+    if parabolas < 2:
+        return Isoflop(tuple(budgets), why_not=f"only one budget has {min_sizes} or more sizes")
+    if problems:
+        listed = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more budget(s)"
+                                             if len(problems) > 3 else "")
+        return Isoflop(tuple(budgets), why_not=f"{len(problems)} of {parabolas} budgets have no "
+                                               f"minimum inside their sizes: {listed}")
     lc = np.log([b.C for b in budgets])
     a, ka = np.polyfit(lc, np.log([b.N_opt for b in budgets]), 1)
     b, kb = np.polyfit(lc, np.log([b.D_opt for b in budgets]), 1)

@@ -4,9 +4,13 @@ A prediction is only as good as the law behind it. Each one here states its law 
 its ratio to the largest fitted N, D and C, and a warning for each reason not to trust it:
 
 - the prediction or its interval falls below a known floor (the synthetic source's entropy);
-- the law predicted the held-out runs badly (mean error above `HELDOUT_LIMIT`);
-- an exponent's interval reaches 0, or a coefficient's spans more than `COEF_DECADES` decades;
-- the query lies more than `extrapolation_limit` times beyond the data in N, D or C.
+- the query lies more than `extrapolation_limit` times beyond the data in N, D or C;
+- and every reason not to trust the law itself (`law_warnings`, computed once by the fitter and
+  stored in fit.json): the law predicted its held-out runs badly (mean error above
+  `HELDOUT_LIMIT`) or was not scored on any; an exponent's interval reaches 0, a coefficient's spans more than
+  `COEF_DECADES` decades, or a parameter is pressed against the optimiser's bound; an estimate
+  lies outside its own bootstrap interval; more than `MAX_BAD_SHARE` of the resamples failed or
+  ended at a bound; E's whole interval lies below the source's floor.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from llmscale.fit.result import FitResult, LawFit
 HELDOUT_LIMIT = 0.05  # mean |relative error| on the held-out runs
 COEF_DECADES = 2.0  # a coefficient interval wider than this (hi / lo > 100) is unconstrained
 EXTRAPOLATION_LIMIT = 100.0  # default: warn beyond 100x the largest fitted N, D or C
+# Resamples that failed (too few distinct N, D or points) or ended at a bound: above this
+# share, the intervals describe only the well-behaved rest, and the law is not reliable.
+MAX_BAD_SHARE = 0.10
+OUTSIDE_TOL = 1e-3  # relative: an estimate this close to its interval's end is inside it
 
 
 @dataclass(frozen=True)
@@ -48,26 +56,86 @@ class Prediction:
 
 
 def law_warnings(fit: FitResult, entry: LawFit) -> list[str]:
-    """What makes a law itself untrustworthy, independent of the query."""
+    """What makes a law itself untrustworthy, independent of the query: the fitter's own
+    verdict, stored in fit.json (`LawFit.warnings`)."""
+    return list(entry.warnings)
+
+
+def _name(law: str, p: str) -> str:
+    kind = "exponent" if p in ("alpha", "beta", "gamma") else "coefficient"
+    return f"the {law} law's {kind} {p}"
+
+
+def assess_law(entry: LawFit, floor: float | None) -> tuple[str, ...]:
+    """Every reason not to trust `entry` itself; `floor` is the source's exact entropy in the
+    fitted loss's units (None when unknown). The fitter calls this once per law."""
     out = []
+    law, iv, p = entry.law, entry.intervals, entry.params
     h = entry.heldout
     if h.mean_abs_rel_err is not None and h.mean_abs_rel_err > HELDOUT_LIMIT:
-        out.append(f"the {entry.law} law predicted its held-out runs with a mean error of "
+        out.append(f"the {law} law predicted its held-out runs with a mean error of "
                    f"{100 * h.mean_abs_rel_err:.1f}% (limit {100 * HELDOUT_LIMIT:.0f}%)")
-    if entry.law in LAWS:
-        spec = LAWS[entry.law]
+    elif h.mean_abs_rel_err is None:  # nothing says it extrapolates: not vouched for
+        out.append(f"the {law} law was not scored on held-out runs ({h.reason}): its "
+                   "predictions beyond the data are untested")
+    if law in LAWS:
+        spec = LAWS[law]
+        level = f"{100 * entry.ci_level:.0f}%"
         for t in spec.terms:
-            lo_hi = entry.intervals.get(t.exponent)
+            lo_hi = iv.get(t.exponent)
             if lo_hi and lo_hi[0] <= 0:
-                out.append(f"the {entry.law} law's exponent {t.exponent} is unconstrained: its "
-                           f"interval [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] reaches 0")
+                out.append(f"{_name(law, t.exponent)} is unconstrained: its interval "
+                           f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] reaches 0")
         for name in [t.coef for t in spec.terms] + ([spec.constant] if spec.constant else []):
-            lo_hi = entry.intervals.get(name)
+            lo_hi = iv.get(name)
             if lo_hi and (lo_hi[0] <= 0 or lo_hi[1] / lo_hi[0] > 10 ** COEF_DECADES):
-                out.append(f"the {entry.law} law's coefficient {name} is unconstrained: its "
-                           f"interval [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] spans more than "
+                out.append(f"{_name(law, name)} is unconstrained: its interval "
+                           f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] spans more than "
                            f"{COEF_DECADES:.0f} decades")
-    return out
+        # A percentile interval's end lies on a bound once more than its tail share of the
+        # resamples ended there: the interval is the bound's, not the data's.
+        tail = (1 - entry.ci_level) / 2
+        for name in spec.param_names:
+            share = entry.bound_share.get(name, 0.0)
+            if name in entry.at_bound or share > tail:
+                where = ("the fit ended at it" if name in entry.at_bound else "")
+                if share > tail:
+                    where += (" and " if where else "") + (
+                        f"{100 * share:.0f}% of the resamples did")
+                out.append(f"{_name(law, name)} is unconstrained: {name} = {p[name]:.3g}"
+                           + (f" [{iv[name][0]:.3g}, {iv[name][1]:.3g}]" if name in iv else "")
+                           + f" is pressed against the optimiser's bound ({where}; see "
+                           "fit.robust: a term the data cannot tell from 0, or an exponent "
+                           "at its limit)")
+        for name in spec.param_names:
+            lo_hi, v = iv.get(name), p.get(name)
+            # Outside by more than the optimiser's own precision (an interval of resamples that
+            # all hold the same few points can be narrower than that, and is flagged otherwise)
+            slack = OUTSIDE_TOL * abs(v) if v is not None else 0.0
+            if lo_hi and v is not None and math.isfinite(v) and not (
+                    lo_hi[0] - slack <= v <= lo_hi[1] + slack):
+                out.append(f"the {law} law is unstable: its {name} = {v:.4g} lies outside its own "
+                           f"{level} bootstrap interval [{lo_hi[0]:.4g}, {lo_hi[1]:.4g}] "
+                           "(its resamples centre elsewhere: the fit does not hold up under "
+                           "resampling)")
+        if spec.constant and floor is not None:
+            e, lo_hi = p[spec.constant], iv.get(spec.constant)
+            top = lo_hi[1] if lo_hi else e
+            if top < floor:
+                out.append(f"the {law} law's {spec.constant} = {e:.4g}"
+                           + (f" [{lo_hi[0]:.4g}, {lo_hi[1]:.4g}]" if lo_hi else "")
+                           + f" lies wholly below the floor {floor:.4g} (the source's exact "
+                           "entropy): its predictions cross the floor once they reach far "
+                           "enough")
+    if entry.resamples:
+        bad = entry.failed_resamples + entry.bound_resamples
+        if bad > MAX_BAD_SHARE * entry.resamples:
+            out.append(f"{100 * bad / entry.resamples:.0f}% of the {law} law's "
+                       f"{entry.resamples} bootstrap resamples failed "
+                       f"({entry.failed_resamples}: too few distinct points to fit) or ended at "
+                       f"a bound ({entry.bound_resamples}) (limit {100 * MAX_BAD_SHARE:.0f}%): "
+                       "its intervals describe only the rest")
+    return tuple(out)
 
 
 def _interval(entry: LawFit, **inputs) -> tuple[float, float] | None:

@@ -13,12 +13,13 @@ Order of work, per law:
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from llmscale.fit import select
 from llmscale.fit.frontier import chinchilla_optimal, flops_model, isoflop
+from llmscale.fit.guard import assess_law
 from llmscale.fit.laws import LAW_NAMES, law_inputs, law_param_names, predict
 from llmscale.fit.result import (
     MAX_SAMPLES,
@@ -34,11 +35,16 @@ from llmscale.fit.result import (
     Skipped,
 )
 from llmscale.fit.robust import bootstrap as run_bootstrap
-from llmscale.fit.robust import fit_law, heldout_errors
+from llmscale.fit.robust import bootstrap_pool, fit_law, heldout_errors, serial_blas
 
-# Distinct values of the inputs a law needs before it means anything.
+# Distinct values of the inputs a law needs before its parameters are identified, checked on the
+# points actually fitted (after the reduction and the law's selection), in the point fit and in
+# every bootstrap resample. A term c X^-e vanishes at large X, so k distinct X pin k - 1
+# differences of it: two parameters (c, e) need 3 distinct X beside the level that E (or the
+# other terms) sets. Chinchilla's two terms need 3 distinct N and 3 distinct D (with 2 of
+# either, A and alpha (or B and beta) trade off exactly); power has no E, so 2 N suffice.
 NEEDS_DISTINCT = {"linear": {"N": 2}, "power": {"N": 2}, "saturating": {"N": 3},
-                  "chinchilla": {"N": 2, "D": 2}, "compute": {"C": 3}}
+                  "chinchilla": {"N": 3, "D": 3}, "compute": {"C": 3}}
 METHODS = {"linear": "least squares on L"}
 HUBER_METHOD = "Huber(delta=1e-3) on log L, summed, L-BFGS-B from a grid of starts"
 
@@ -75,8 +81,18 @@ class Reduced:
         return self.loss if k == "loss" else getattr(self.runs, k)[self.rep]
 
 
-def reduce(runs: Runs, how: str, counts=None) -> Reduced:
-    rep, loss, mult = select.reduce_shapes(list(runs.shape), runs.loss, how, counts)
+def shape_keys(runs: Runs) -> list[tuple]:
+    """The reduction key of each run: its shape with its N and D. Two runs with a different N
+    or D are never one shape, whatever columns the table had (a table without the model-shape
+    columns would otherwise merge every model trained on one D into one point)."""
+    def val(v: float):
+        return float(v) if np.isfinite(v) else None  # NaN != NaN: unknown keys as None
+
+    return [(s, val(n), val(d)) for s, n, d in zip(runs.shape, runs.N, runs.D, strict=True)]
+
+
+def reduce(runs: Runs, how: str, counts=None, keys: list[tuple] | None = None) -> Reduced:
+    rep, loss, mult = select.reduce_shapes(keys or shape_keys(runs), runs.loss, how, counts)
     return Reduced(runs, rep, loss, mult)
 
 
@@ -130,8 +146,9 @@ def _describes(law: str, d_star: float | None) -> tuple[str, str]:
 
 
 def fit_one(law: str, pts: Reduced, held: np.ndarray | None, d_star: float | None, *,
-            reduce_how: str, bootstrap: int, seed: int, ci_level: float) -> LawFit | str:
-    """One law, or why it cannot be fitted."""
+            reduce_how: str, bootstrap: int, seed: int, ci_level: float,
+            floor: float | None = None, pool=None) -> LawFit | str:
+    """One law, or why it cannot be fitted (checked on the points it would be fitted to)."""
     describes, what = _describes(law, d_star)
     everything = np.ones(len(pts.rep), dtype=bool)
     idx = select_for_law(law, pts, everything, d_star)
@@ -141,54 +158,87 @@ def fit_one(law: str, pts: Reduced, held: np.ndarray | None, d_star: float | Non
     X, y = _arrays(law, pts, idx)
     fit = fit_law(law, X, y)
     samples, intervals, notes = (), {}, []
+    failed = at_bound_any = 0
+    bound_share: dict[str, float] = {}
     if bootstrap > 0:
-        bs = _bootstrap(law, fit, pts, d_star, reduce_how, bootstrap, seed, ci_level)
+        bs = _bootstrap(law, fit, pts, d_star, reduce_how, bootstrap, seed, ci_level, pool)
         samples, intervals = tuple(bs["samples"]), bs["ci"]
-        if bs["skipped"]:
-            notes.append(f"{bs['skipped']} of {bootstrap} bootstrap resamples drew too few "
-                         f"{what} to fit and were skipped")
+        failed = bs["failed"]
+        if failed:
+            reasons = "; ".join(f"{n}x {why}" for why, n in bs["failed_reasons"].items())
+            notes.append(f"{failed} of {bootstrap} bootstrap resamples "
+                         f"({100 * failed / bootstrap:.0f}%) could not be fitted and are left "
+                         f"out of the intervals: {reasons}")
+        hits = bs["at_bound"]
+        at_bound_any = sum(1 for h in hits if h)
+        if hits:
+            bound_share = {k: sum(k in h for h in hits) / len(hits)
+                           for k in law_param_names(law) if any(k in h for h in hits)}
     ids = tuple(pts.runs.run_id[pts.rep[i]] for i in idx)
     pred = predict(law, fit.params, **X)
     residuals = tuple(Residual(rid, float(o), float(q), float(np.log(o / q)) if q > 0 else None)
                       for rid, o, q in zip(ids, y, pred, strict=True))
-    return LawFit(law=law, inputs=tuple(law_inputs(law)), params=fit.params,
-                  intervals=intervals, ci_level=ci_level, samples=samples[:MAX_SAMPLES],
-                  resamples=bootstrap, method=METHODS.get(law, HUBER_METHOD),
-                  objective=fit.objective, describes=describes, fitted_run_ids=ids,
-                  heldout=_heldout(law, pts, held, d_star, what), residuals=residuals,
-                  notes=tuple(notes))
+    entry = LawFit(law=law, inputs=tuple(law_inputs(law)), params=fit.params,
+                   intervals=intervals, ci_level=ci_level, samples=samples[:MAX_SAMPLES],
+                   resamples=bootstrap, method=METHODS.get(law, HUBER_METHOD),
+                   objective=fit.objective, describes=describes, fitted_run_ids=ids,
+                   heldout=_heldout(law, pts, held, d_star, what), residuals=residuals,
+                   notes=tuple(notes), at_bound=fit.at_bound, bound_share=bound_share,
+                   failed_resamples=failed, bound_resamples=at_bound_any)
+    return replace(entry, warnings=assess_law(entry, floor))
 
 
-def _bootstrap(law, fit, pts: Reduced, d_star, reduce_how, resamples, seed, ci_level) -> dict:
+def draw_resample(law: str, runs: Runs, keys: list[tuple], reduce_how: str,
+                  d_star: float | None, rng: np.random.Generator):
+    """One bootstrap resample of the runs, reduced and selected as the point fit was: its
+    (X, loss) with each point repeated as often as it was drawn, or why it cannot be fitted
+    (the same requirements as the point fit, on the points this resample would fit)."""
+    n = len(runs.run_id)
+    counts = np.bincount(rng.integers(0, n, n), minlength=n)
+    r = reduce(runs, reduce_how, counts, keys)
+    idx = select_for_law(law, r, np.ones(len(r.rep), dtype=bool), d_star)
+    return why_not(law, r, idx, "points") or _arrays(law, r, idx, repeat=True)
+
+
+def _bootstrap(law, fit, pts: Reduced, d_star, reduce_how, resamples, seed, ci_level,
+               pool) -> dict:
     runs = pts.runs
-    need = len(law_param_names(law)) + 1
+    keys = shape_keys(runs)
 
     def resample(rng):
-        counts = np.bincount(rng.integers(0, len(runs.run_id), len(runs.run_id)),
-                             minlength=len(runs.run_id))
-        r = reduce(runs, reduce_how, counts)
-        idx = select_for_law(law, r, np.ones(len(r.rep), dtype=bool), d_star)
-        if len(idx) < need or why_not(law, r, idx, "points"):
-            return None
-        return _arrays(law, r, idx, repeat=True)
+        return draw_resample(law, runs, keys, reduce_how, d_star, rng)
 
     from tqdm import tqdm
 
     with tqdm(total=resamples, desc=f"bootstrap {law}", leave=False,
               disable=not sys.stderr.isatty()) as bar:
         return run_bootstrap(fit, {}, np.zeros(0), resamples, seed, ci_level,
-                             progress=lambda i: bar.update(), resample=resample)
+                             progress=lambda i: bar.update(), resample=resample, pool=pool)
 
 
 def _heldout(law: str, pts: Reduced, held: np.ndarray | None, d_star, what: str) -> Heldout:
+    """The law fitted without the held-out runs, scored on the held-out runs it describes: a
+    law of N alone (the loss at one D) on those at that D, the compute law (the frontier) on
+    those on the frontier of all runs. Scored on others, it would be blamed for what it leaves
+    out (the D, a badly sized model)."""
     if held is None:
         return Heldout(reason="too few runs or budgets to hold the largest-compute runs out")
     idx = select_for_law(law, pts, ~held, d_star)
     why = why_not(law, pts, idx, what + " outside the held-out set")
-    if why:
-        return Heldout(run_ids=_ids(pts, np.flatnonzero(held)), reason=why)
-    fit = fit_law(law, *_arrays(law, pts, idx))
     h = np.flatnonzero(held)
+    if law_inputs(law) == ["N"] and d_star is not None:
+        h = np.intersect1d(h, select_for_law(law, pts, held, d_star))
+        if len(h) == 0:
+            return Heldout(reason=f"no held-out run at D = {d_star:.3g} tokens, the D this law "
+                                  "describes: not scored")
+    if law == "compute":
+        h = np.intersect1d(h, select_for_law(law, pts, np.ones(len(pts.rep), dtype=bool), d_star))
+        if len(h) == 0:
+            return Heldout(reason="no held-out run on the loss-vs-compute frontier, which this "
+                                  "law describes: not scored")
+    if why:
+        return Heldout(run_ids=_ids(pts, h), reason=why)
+    fit = fit_law(law, *_arrays(law, pts, idx))
     X = {k: pts.col(k)[h] for k in law_inputs(law)}
     err = heldout_errors(law, fit.params, X, pts.loss[h])
     return Heldout(run_ids=_ids(pts, h), errors=tuple(float(e) for e in err), n_fit=len(idx),
@@ -199,33 +249,48 @@ def _ids(pts: Reduced, idx) -> tuple[str, ...]:
     return tuple(pts.runs.run_id[pts.rep[i]] for i in idx)
 
 
+def rank(laws: dict[str, LawFit]) -> tuple[str, ...]:
+    """Laws scored on held-out runs, reliable ones first (by held-out error), then the ones
+    with warnings (by held-out error): a law that is not reliable never outranks one that is,
+    whatever its error."""
+    scored = [k for k, e in laws.items() if e.heldout.mean_abs_rel_err is not None]
+    return tuple(sorted(scored, key=lambda k: (not laws[k].reliable,
+                                               laws[k].heldout.mean_abs_rel_err)))
+
+
 def fit_runs(runs: Runs, *, laws=None, reduce_how: str = "best", bootstrap: int = 200,
              seed: int = 0, ci_level: float = 0.95, source: str = "", n_column: str = "",
              loss_column: str = "", skipped: tuple[Skipped, ...] = (),
              cost: dict[str, CostFit] | None = None, floor: Floor | None = None,
-             notes: tuple[str, ...] = (), model_kind: str | None = None) -> FitResult:
+             notes: tuple[str, ...] = (), model_kind: str | None = None,
+             workers: int | None = 1) -> FitResult:
     """Fit every requested law (default: all the data supports). A law that cannot be fitted
-    is in `not_fitted` with the reason; the caller decides whether that is an error."""
+    is in `not_fitted` with the reason; the caller decides whether that is an error.
+
+    Pure (no file I/O). `workers` > 1 fits the bootstrap resamples in that many processes
+    (None: `robust.default_workers`); the result does not depend on it. Processes start from a
+    fork server, which imports the caller's main module: a script that calls this with
+    workers != 1 needs the usual `if __name__ == "__main__":` guard."""
     pts = reduce(runs, reduce_how)
     C, D = pts.col("C"), pts.col("D")
     has_c = np.isfinite(C)
     key = C if has_c.all() else pts.col("N")
     held = select.heldout_mask(key, min_fit=3)
     rule = ("the runs at the largest compute (whole FLOP budgets, at least "
-            f"{100 * select.HELDOUT_FRAC:.0f}% of the points)" if has_c.all() else
-            "the runs at the largest N (C is not known for every point)")
+            f"{100 * select.HELDOUT_FRAC:.0f}% of the points; a law of N is scored on those "
+            "at its D, the compute law on those on the frontier)"
+            if has_c.all() else "the runs at the largest N (C is not known for every point)")
     d_star = select.common_d(D, pts.col("N"))
+    floor_value = None if floor is None else floor.in_units(loss_column)
     out_laws, not_fitted = {}, {}
-    for law in laws or LAW_NAMES:
-        r = fit_one(law, pts, held, d_star, reduce_how=reduce_how, bootstrap=bootstrap,
-                    seed=seed, ci_level=ci_level)
-        if isinstance(r, str):
-            not_fitted[law] = r
-        else:
-            out_laws[law] = r
-    ranking = tuple(sorted((k for k, e in out_laws.items()
-                            if e.heldout.mean_abs_rel_err is not None),
-                           key=lambda k: out_laws[k].heldout.mean_abs_rel_err))
+    with serial_blas(), bootstrap_pool(workers, bootstrap) as pool:
+        for law in laws or LAW_NAMES:
+            r = fit_one(law, pts, held, d_star, reduce_how=reduce_how, bootstrap=bootstrap,
+                        seed=seed, ci_level=ci_level, floor=floor_value, pool=pool)
+            if isinstance(r, str):
+                not_fitted[law] = r
+            else:
+                out_laws[law] = r
     q, r = flops_model(pts.col("N"), pts.col("flops_per_token"))
     notes = list(notes)
     co = _compute_optimal(out_laws.get("chinchilla"), pts, q, r, ci_level, notes)
@@ -237,7 +302,7 @@ def fit_runs(runs: Runs, *, laws=None, reduce_how: str = "best", bootstrap: int 
                      reduce=reduce_how, points=points, skipped=tuple(skipped), laws=out_laws,
                      not_fitted=not_fitted,
                      heldout_run_ids=_ids(pts, np.flatnonzero(held)) if held is not None else (),
-                     heldout_rule=rule, ranking=ranking, frontier_run_ids=frontier_ids,
+                     heldout_rule=rule, ranking=rank(out_laws), frontier_run_ids=frontier_ids,
                      compute_optimal=co, cost=dict(cost or {}), floor=floor,
                      extent=Extent(*(_max(pts.col(k)) for k in ("N", "D", "C"))),
                      notes=tuple(notes), model_kind=model_kind)

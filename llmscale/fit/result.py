@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-SCHEMA = 2  # fit.json schema version; from_json refuses others
+SCHEMA = 3  # fit.json schema version; from_json refuses others (3: law warnings, bounds)
 MAX_SAMPLES = 200  # bootstrap samples kept per law in fit.json
 
 Interval = tuple[float, float]
@@ -78,6 +78,21 @@ class LawFit:
     heldout: Heldout
     residuals: tuple[Residual, ...]
     notes: tuple[str, ...] = ()
+    # The optimiser's bounds (fit.robust.theta_bounds): parameters of the point fit at a bound,
+    # and per parameter the share of the fitted resamples that ended with it at a bound.
+    at_bound: tuple[str, ...] = ()
+    bound_share: dict[str, float] = field(default_factory=dict)
+    # Resamples that could not be fitted (too few distinct N, D or points after the selection),
+    # and resamples with any parameter at a bound; both out of `resamples`.
+    failed_resamples: int = 0
+    bound_resamples: int = 0
+    # Every reason not to trust the law itself, independent of a query (fit.guard.law_warnings),
+    # computed once by the fitter; the report says "not reliable" and predict warns with them.
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def reliable(self) -> bool:
+        return not self.warnings
 
     @property
     def finite_samples(self) -> tuple[dict[str, float], ...]:
@@ -110,15 +125,17 @@ class IsoBudget:
     loss_min: float
     parabola: tuple[float, float, float]  # loss = p0 x^2 + p1 x + p2, x = log10 N
     run_ids: tuple[str, ...]
+    inside: bool = True  # the minimum lies within the budget's sizes (not extrapolated)
 
 
 @dataclass(frozen=True)
 class Isoflop:
-    budgets: tuple[IsoBudget, ...]
-    a: float | None = None  # N_opt ∝ C^a over the budgets
+    budgets: tuple[IsoBudget, ...]  # the budgets whose parabola has a minimum
+    a: float | None = None  # N_opt ∝ C^a over the budgets; None unless `why_not` is ""
     b: float | None = None  # D_opt ∝ C^b
     k_N: float | None = None
     k_D: float | None = None
+    why_not: str = ""  # why no exponent is stated (a budget without a minimum inside its sizes)
 
 
 @dataclass(frozen=True)
@@ -147,6 +164,10 @@ class Floor:
     # A source whose scaling law is known (data.source facts): the exponents its mechanism
     # predicts, {"alpha": a - 1, "beta": (a - 1) / a}, set beside the fitted ones. Empty else.
     theory: dict[str, float] = field(default_factory=dict)
+
+    def in_units(self, loss_column: str) -> float:
+        """The floor in a loss column's units (bits/byte for val_bpb, else nats/token)."""
+        return self.entropy_bpb if loss_column == "val_bpb" else self.entropy_nats_per_token
 
 
 @dataclass(frozen=True)
@@ -200,10 +221,7 @@ class FitResult:
 
     def floor_in_loss_units(self) -> float | None:
         """The floor in the fitted loss's units (bits/byte for val_bpb, else nats/token)."""
-        if self.floor is None:
-            return None
-        return (self.floor.entropy_bpb if self.loss_column == "val_bpb"
-                else self.floor.entropy_nats_per_token)
+        return None if self.floor is None else self.floor.in_units(self.loss_column)
 
     def to_json(self) -> str:
         return json.dumps(_encode(self), indent=1, allow_nan=False) + "\n"
