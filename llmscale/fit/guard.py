@@ -7,8 +7,8 @@ its ratio to the largest fitted N, D and C, and a warning for each reason not to
 - the query lies more than `extrapolation_limit` times beyond the data in N, D or C;
 - and every reason not to trust the law itself (`law_warnings`, computed once by the fitter and
   stored in fit.json): the law predicted its held-out runs badly (mean error above
-  `HELDOUT_LIMIT`) or was not scored on any; an exponent's interval reaches 0, a coefficient's spans more than
-  `COEF_DECADES` decades, or a parameter is pressed against the optimiser's bound; an estimate
+  `HELDOUT_LIMIT`) or was not scored on any; an exponent's interval reaches 0, a power term's value at the centre of
+  the data (or E) spans more than `COEF_DECADES` decades, or a parameter is pressed against the optimiser's bound; an estimate
   lies outside its own bootstrap interval; more than `MAX_BAD_SHARE` of the resamples failed or
   ended at a bound; E's whole interval lies below the source's floor.
 """
@@ -25,7 +25,7 @@ from llmscale.fit.laws import LAWS, law_inputs, predict, predict_cost
 from llmscale.fit.result import FitResult, LawFit
 
 HELDOUT_LIMIT = 0.05  # mean |relative error| on the held-out runs
-COEF_DECADES = 2.0  # a coefficient interval wider than this (hi / lo > 100) is unconstrained
+COEF_DECADES = 2.0  # a term (at the data's centre) or E wider than this (hi / lo > 100) is unconstrained
 EXTRAPOLATION_LIMIT = 100.0  # default: warn beyond 100x the largest fitted N, D or C
 # Resamples that failed (too few distinct N, D or points) or ended at a bound: above this
 # share, the intervals describe only the well-behaved rest, and the law is not reliable.
@@ -66,6 +66,30 @@ def _name(law: str, p: str) -> str:
     return f"the {law} law's {kind} {p}"
 
 
+def _term_interval(entry: LawFit, t) -> tuple[float, float] | None:
+    """The bootstrap interval of a power term's value at the centre of the fitted inputs.
+
+    Why not the coefficient's own interval: A is the term at N = 1, four or more decades below
+    any run, so its interval is the exponent's uncertainty magnified by that distance (A and
+    alpha trade off along the data); a law whose term is pinned to a few percent where the runs
+    are can still have A spanning several decades. Without a centre (a fit.json from before it
+    was recorded) the coefficient's own interval is judged."""
+    at = entry.centre.get(t.input)
+    if at is None:
+        return entry.intervals.get(t.coef)
+    samples = entry.finite_samples
+    if len(samples) < 2:
+        return None
+    with np.errstate(all="ignore"):
+        v = np.array([s[t.coef] * at ** -s[t.exponent] for s in samples])
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return None
+    q = 100 * (1 - entry.ci_level) / 2
+    lo, hi = np.percentile(v, [q, 100 - q])
+    return float(lo), float(hi)
+
+
 def assess_law(entry: LawFit, floor: float | None) -> tuple[str, ...]:
     """Every reason not to trust `entry` itself; `floor` is the source's exact entropy in the
     fitted loss's units (None when unknown). The fitter calls this once per law."""
@@ -86,12 +110,19 @@ def assess_law(entry: LawFit, floor: float | None) -> tuple[str, ...]:
             if lo_hi and lo_hi[0] <= 0:
                 out.append(f"{_name(law, t.exponent)} is unconstrained: its interval "
                            f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] reaches 0")
-        for name in [t.coef for t in spec.terms] + ([spec.constant] if spec.constant else []):
-            lo_hi = iv.get(name)
+        for t in spec.terms:
+            lo_hi = _term_interval(entry, t)
             if lo_hi and (lo_hi[0] <= 0 or lo_hi[1] / lo_hi[0] > 10 ** COEF_DECADES):
-                out.append(f"{_name(law, name)} is unconstrained: its interval "
-                           f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] spans more than "
-                           f"{COEF_DECADES:.0f} decades")
+                at = entry.centre[t.input]
+                out.append(f"{_name(law, t.coef)} is unconstrained: its term "
+                           f"{t.coef}·{t.input}^-{t.exponent} at the data's centre "
+                           f"({t.input} = {at:.3g}) spans [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}], "
+                           f"more than {COEF_DECADES:.0f} decades")
+        if spec.constant and (lo_hi := iv.get(spec.constant)) and (
+                lo_hi[0] <= 0 or lo_hi[1] / lo_hi[0] > 10 ** COEF_DECADES):
+            out.append(f"{_name(law, spec.constant)} is unconstrained: its interval "
+                       f"[{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] spans more than "
+                       f"{COEF_DECADES:.0f} decades")
         # A percentile interval's end lies on a bound once more than its tail share of the
         # resamples ended there: the interval is the bound's, not the data's.
         tail = (1 - entry.ci_level) / 2

@@ -184,7 +184,8 @@ def fit_one(law: str, pts: Reduced, held: np.ndarray | None, d_star: float | Non
                    objective=fit.objective, describes=describes, fitted_run_ids=ids,
                    heldout=_heldout(law, pts, held, d_star, what), residuals=residuals,
                    notes=tuple(notes), at_bound=fit.at_bound, bound_share=bound_share,
-                   failed_resamples=failed, bound_resamples=at_bound_any)
+                   failed_resamples=failed, bound_resamples=at_bound_any,
+                   centre={k: float(np.exp(np.mean(np.log(v)))) for k, v in X.items()})
     return replace(entry, warnings=assess_law(entry, floor))
 
 

@@ -89,6 +89,9 @@ class LawFit:
     # Every reason not to trust the law itself, independent of a query (fit.guard.law_warnings),
     # computed once by the fitter; the report says "not reliable" and predict warns with them.
     warnings: tuple[str, ...] = ()
+    # The geometric mean of each input over the fitted points: where a power term's size is
+    # judged (a coefficient alone is the term at N = 1, decades away from any run).
+    centre: dict[str, float] = field(default_factory=dict)
 
     @property
     def reliable(self) -> bool:
