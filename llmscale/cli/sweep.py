@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
 from llmscale import layout
 from llmscale.cli.analyse import analyse_sweep
-from llmscale.cli.common import add_config_args, check_inputs, load
+from llmscale.cli.common import add_config_args, check_inputs, load, one_blas_thread
 from llmscale.config import RunConfig
 from llmscale.errors import UserError
 from llmscale.sweep import PlannedRun, count_states, say, shape
@@ -226,8 +227,12 @@ def _analyse(out: Path, changed: bool) -> None:
     results = _mtime(layout.results_path(out))
     if not changed and stamps and results is not None and max(stamps) >= results:
         return
+    t0 = time.perf_counter()
     try:
-        analyse_sweep(out)
+        with one_blas_thread():
+            analyse_sweep(out)
     except Exception as e:  # noqa: BLE001 - the sweep's results stand even if a fit cannot be made
         say(f"warning: analysis failed ({type(e).__name__}: {e}); {layout.RESULTS_FILE} is "
             f"complete, run `llmscale report {out}` later")
+        return
+    say(f"analysis: fit, plots and report in {time.perf_counter() - t0:.1f} s")
