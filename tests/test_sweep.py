@@ -519,3 +519,18 @@ def test_dry_run_with_auto_states_the_rule(tmp_path, capsys):
     assert f"auto: {k} CPU worker(s) = min(cores {os.cpu_count()}, memory" in text
     assert main(["sweep", "--dry-run", "--runs-per-device", "0"]) == 2
     assert "allowed: an integer >= 1 or auto" in capsys.readouterr().err
+
+
+def test_the_analysis_runs_blas_on_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from llmscale.cli.common import one_blas_thread
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+              if i["user_api"] == "blas"}
+    with one_blas_thread():  # numpy's and scipy's OpenBLAS alike, loaded or not before
+        inside = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                  if i["user_api"] == "blas"}
+    assert len(inside) >= 2 and set(inside.values()) == {1}, inside
+    after = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert {k: v for k, v in after.items() if k in before} == before

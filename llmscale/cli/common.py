@@ -68,5 +68,10 @@ def one_blas_thread():
     except ImportError:  # an environment without it: threads as they are
         yield
         return
+    # A limit reaches only the libraries loaded when it is set: numpy and scipy each bring
+    # their own OpenBLAS, so load both first.
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
+
     with threadpool_limits(limits=1, user_api="blas"):
         yield
