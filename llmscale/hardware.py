@@ -98,7 +98,7 @@ def warm_up(device: str) -> float:
         out, _ = lstm(x)
         loss = head(out).float().square().mean()
     loss.backward()
-    float(loss)  # waits for the device
+    float(loss.detach())  # waits for the device
     return time.perf_counter() - t0
 
 

@@ -128,7 +128,9 @@ def run_pool(out: Path, todo: list[PlannedRun], devices: list[str], progress: bo
         tasks.put((i, payload(p)))
     first = packing.slots() if packing is not None else devices
     n_cpu_slots = sum(s == "cpu" for s in first) or 1
-    threads = max(1, (os.cpu_count() or 1) // n_cpu_slots)
+    # CPU workers share the cores; OMP_NUM_THREADS, when set, is the user's choice per process
+    threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or 0)
+                  or (os.cpu_count() or 1) // n_cpu_slots)
     level = logging.getLogger("llmscale").getEffectiveLevel()
     workers: list = []
 
