@@ -67,3 +67,11 @@ def test_gpu_check_on_cpu_walks_every_path_it_can(tmp_path):
     assert [r["k"] for r in packing] == [1, 2]
     assert all(r["worker_startup_s"] > 0 and r["train_s_max"] > 0 for r in packing)
     assert (tmp_path / "check" / "gpu_check.md").read_text().count("| ---: |") >= 3
+
+
+def test_bench_flashrnn_says_it_needs_a_gpu():
+    import sys
+
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_flashrnn.py")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "needs a GPU" in p.stderr, p.stderr
