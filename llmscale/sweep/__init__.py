@@ -39,14 +39,12 @@ EXECUTORS = ("local", "slurm")
 def run_sweep(cfg: RunConfig, out_dir: str | Path, *, devices: str | list[str] | None = None,
               runs_per_device: int | str = 1, executor: str | None = None,
               retry_failed: bool = False, force: bool = False, progress: bool = True,
-              slurm_cluster: str | None = None,
-              worker_startup: list[float] | None = None) -> list[RunRecord]:
+              slurm_cluster: str | None = None) -> list[RunRecord]:
     """Train every run of the sweep that is not finished; return the records of all runs.
 
-    devices: None = in-process on train_run's "auto" device; "cpu", "auto" (one worker per
-    GPU) or a comma-separated list ("cuda:0,cuda:1"; "cpu,cpu" runs two CPU workers).
+    devices: None = the one device train_run's "auto" picks (cuda:0, else cpu); "cpu", "auto"
+    (every GPU) or a comma-separated list ("cuda:0,cuda:1"; "cpu,cpu" runs two CPU workers).
     runs_per_device: k runs at once on each device, or "auto" (estimate.auto_packing's rule).
-    A pool's workers' start-up seconds are appended to `worker_startup` when it is given.
     executor: "local" | "slurm" (default cfg.sweep.executor). slurm_cluster is passed to
     submitit.AutoExecutor (None: SLURM; "local": submitit's local executor, for tests).
     Runs held by another process (its claim lock) are skipped, not waited for.
@@ -73,21 +71,28 @@ def run_sweep(cfg: RunConfig, out_dir: str | Path, *, devices: str | list[str] |
             + (f", {counts['running']} running elsewhere (skipped)" if counts["running"] else "")
             + (f", {skipped_failed} failed (not retried; --retry-failed)" if skipped_failed else ""))
     if todo:
-        packing = None
-        if executor == "local" and runs_per_device == _slots.AUTO:
-            done = [p.record for p in planned if p.record is not None]
-            packing = AutoPacking(names, todo, done)
-        slots = packing.slots() if packing is not None else _slots.expand(names, runs_per_device)
-        # auto on GPUs may add workers once runs have measured the rate: a pool even for one
-        growable = packing is not None and packing.kind == "cuda"
         if executor == "slurm":
             run_slurm(cfg, out, todo, slurm_cluster, progress)
-        elif len(slots) == 1 and not growable:
-            run_in_process(out, todo, slots[0], progress)
         else:
-            run_pool(out, todo, slots, progress, packing=packing, worker_startup=worker_startup)
+            _run_local(out, todo, planned, names, runs_per_device, progress)
         planned = sweep_state(cfg, out, points, probe_claims=False)
     return [p.record for p in planned if p.record is not None]
+
+
+def _run_local(out: Path, todo: list[PlannedRun], planned: list[PlannedRun], names: list[str],
+               runs_per_device: int | str, progress: bool) -> None:
+    """In this process when one slot will do, else a pool of workers (slots.expand, or
+    AutoPacking's answer for auto)."""
+    packing = None
+    if runs_per_device == _slots.AUTO:
+        packing = AutoPacking(names, todo, [p.record for p in planned if p.record is not None])
+    slots = packing.slots() if packing is not None else _slots.expand(names, runs_per_device)
+    # auto on GPUs may add workers once runs have measured the rate: a pool even for one
+    growable = packing is not None and packing.kind == "cuda"
+    if len(slots) == 1 and not growable:
+        run_in_process(out, todo, slots[0], progress)
+    else:
+        run_pool(out, todo, slots, progress, packing=packing)
 
 
 __all__ = [
