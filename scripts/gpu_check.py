@@ -1,5 +1,7 @@
 #!/usr/bin/env python
-"""Check llmscale's CUDA paths on this machine and measure them, in one go (~6 minutes on GPU).
+"""Check llmscale's CUDA paths on this machine and measure them, in one go (~5 minutes on a GPU).
+
+An estimate from its timing windows and runs: this version has not yet run on a GPU.
 
     python scripts/gpu_check.py [--out DIR] [--quick] [--only CHECK,...]
     python scripts/gpu_check.py --allow-cpu --quick     # the same code paths on CPU (gloo, fp32)
