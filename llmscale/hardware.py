@@ -8,6 +8,7 @@ creates one CUDA context, on that GPU.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
@@ -75,6 +76,30 @@ def pin_worker_to_device(device: str) -> str:
         physical = str(idx)
     os.environ["CUDA_VISIBLE_DEVICES"] = physical
     return "cuda:0"
+
+
+def warm_up(device: str) -> float:
+    """Pay this process's one-time device start-up now, once, before its first run: on CUDA the
+    context, cuBLAS and cuDNN handles and the LSTM's kernels in the precision runs will use
+    (on CPU oneDNN's). A pool worker calls it when it starts, so that a run's `setup_s` is its
+    own (data, model) and not the start-up of whichever process it landed in. Returns the
+    seconds it took."""
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    precision = resolve_precision("auto", dev)
+    with torch.random.fork_rng(devices=[]):  # leave the CPU generator as it was
+        lstm = torch.nn.LSTM(16, 16, batch_first=True).to(dev)
+        head = torch.nn.Linear(16, 16).to(dev)
+    x = torch.zeros(2, 4, 16, device=dev)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    with (torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext()):
+        out, _ = lstm(x)
+        loss = head(out).float().square().mean()
+    loss.backward()
+    float(loss.detach())  # waits for the device
+    return time.perf_counter() - t0
 
 
 @dataclass(frozen=True)

@@ -605,8 +605,18 @@ def _setup(run: _Run, ls: LoopState, resume: ckpt.Checkpoint | None, *, progress
 
 def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | None
           ) -> tuple[str, str | None]:
-    """Step until the budget is spent or something stops the run: (status, error)."""
+    """Step until the budget is spent or something stops the run: (status, error).
+
+    No host sync per step: the step's loss stays on the device (summed into `loss_acc`, and
+    over the tail into `tail_acc`), and is read (`float`, a sync) only at log, eval and
+    checkpoint boundaries. The one per-step wait left is BatchFeed's, for the host buffer's
+    copy of two steps ago (it bounds how far the host runs ahead; a small run, whose device
+    idles, never waits there). fp16's GradScaler syncs in `step` (it must know of infs).
+    """
     cfg, tr, plan, device = run.cfg, run.cfg.train, run.plan, run.device
+    # The tail's loss sum in float64 on the device: the same additions, in the same order, as
+    # adding each step's loss to the Python float ls.tail_sum (bitwise the same), without a sync.
+    tail_acc = torch.tensor(ls.tail_sum, dtype=torch.float64, device=device)
     bar = _Progress(plan.total_steps * plan.tokens_per_step, ls.step * plan.tokens_per_step,
                     progress and run.is_main, cfg.name)
     tokens_at_log, t_log = ls.step * plan.tokens_per_step, time.perf_counter()
@@ -631,7 +641,7 @@ def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | N
                     grad_clip=tr.grad_clip, precision=run.precision, scaler=run.scaler,
                     want_norm=is_log)
                 if ls.step >= plan.tail_start:
-                    ls.tail_sum += float(_global_mean(loss.detach().clone(), run.world))
+                    tail_acc += _global_mean(loss.detach().clone(), run.world)
                 ls.loss_acc += loss
                 ls.steps_in_log += 1
                 ls.step += 1
@@ -640,6 +650,7 @@ def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | N
                 # -- log (and evaluate) every so often; stop at the first non-finite loss
                 is_eval = ls.step % plan.eval_every == 0 or ls.step == plan.total_steps
                 if is_log or is_eval:
+                    ls.tail_sum = float(tail_acc)
                     train_loss = float(_global_mean(ls.loss_acc / ls.steps_in_log, run.world))
                     if not math.isfinite(train_loss):
                         status = "diverged"
@@ -666,12 +677,19 @@ def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | N
                     ls.loss_acc.zero_()
                     ls.steps_in_log = 0
 
-                # -- stop or checkpoint: every rank decides the same, or collectives would hang
-                stop = signals.received is not None or (
-                    stop_after_steps is not None and steps_this_call >= stop_after_steps)
-                due = (time.perf_counter() - last_ckpt) / 60 >= cfg.output.checkpoint_every_minutes
-                due = due or (plan.ckpt_every is not None and ls.step % plan.ckpt_every == 0)
-                stop, due = _agree(run, stop, due)
+                # -- stop or checkpoint: every rank decides the same, or collectives would hang.
+                # A signal and the wall clock differ between ranks: under DDP they are agreed
+                # (a collective, and a sync) at log and eval steps only, so a signal waits at
+                # most log_every steps; the step counts below are the same on every rank.
+                signalled = signals.received is not None
+                clock_due = (time.perf_counter() - last_ckpt) / 60 >= cfg.output.checkpoint_every_minutes
+                if run.world == 1 or is_log or is_eval:
+                    signalled, clock_due = _agree(run, signalled, clock_due)
+                else:
+                    signalled = clock_due = False
+                stop = signalled or (stop_after_steps is not None
+                                     and steps_this_call >= stop_after_steps)
+                due = clock_due or (plan.ckpt_every is not None and ls.step % plan.ckpt_every == 0)
                 if ls.step < plan.total_steps and (stop or due):
                     if stop:
                         status = "preempted"
@@ -680,6 +698,7 @@ def _loop(run: _Run, ls: LoopState, *, progress: bool, stop_after_steps: int | N
                                  f"(stop_after_steps) at step {ls.step}/{plan.total_steps}")
                     _account_train_time(ls, t_train, eval_before, ckpt_before)
                     t_train, eval_before = time.perf_counter(), ls.times["eval"]
+                    ls.tail_sum = float(tail_acc)
                     _save(run, ls)
                     ckpt_before, last_ckpt = ls.times["checkpoint"], time.perf_counter()
                     if stop:

@@ -280,3 +280,84 @@ def test_pool_workers_each_see_one_gpu_as_cuda0(tmp_path):
     assert {r.device_name for r in records} <= {"stand-in GPU 0", "stand-in GPU 1"}
     assert all(r.status == "failed" and r.gpu_count == 1 for r in records), [
         (r.status, r.error) for r in records]
+
+
+def test_runs_per_device_auto_packs_a_gpu_from_memory_and_measured_utilisation(tmp_path):
+    """`--devices auto --runs-per-device auto` with one stand-in GPU (nvidia-smi on PATH for the
+    sweep process, which never touches CUDA; the torch.cuda stand-in in every worker) and a
+    sweep whose two completed GPU runs measured a rate at which each run left keeps the GPU at
+    most 40% busy: the rule asks for two runs per GPU, and two workers start, both pinned to
+    that GPU as cuda:0."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from llmscale.config import load_config
+    from llmscale.records import RunRecord, read_results, upsert_record
+    from llmscale.sweep import claim_sweep_dir, sweep_state
+    from llmscale.sweep.estimate import Rate, eval_flops, utilisation
+
+    standin = tmp_path / "standin"
+    standin.mkdir()
+    (standin / "sitecustomize.py").write_text(STANDIN)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU-00000001-aaaa, 81559'\n")
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    log, barrier = tmp_path / "cuda_calls.jsonl", tmp_path / "barrier"
+    barrier.mkdir()
+    for name in ("ready-a", "ready-b"):  # no barrier here: both workers start at once anyway
+        (barrier / name).touch()
+    sets = ["name=auto", "tokenizer.kind=bytes", "data.synthetic_tokens=3000",
+            "data.synthetic_val_tokens=300", "model.embedding_dim=8", "train.batch_size=4",
+            "train.seq_len=8", "train.tokens=320", "eval.tokens=200",
+            "sweep.grid={model.hidden_dim: [8, 12, 16, 20, 24]}"]
+    cfg = load_config(None, sets)
+    out = tmp_path / "sweep"
+    claim_sweep_dir(cfg, out, force=False)
+    planned = sweep_state(cfg, out, probe_claims=False)
+    done, left = planned[:2], planned[2:]
+
+    def steps(p):
+        return p.accounting.tokens // (p.cfg.train.batch_size * p.cfg.train.seq_len)
+
+    # the rate at which the busiest run left computes 40% of its time, 1 ms of host per step
+    overhead = 1e-3
+    rate = max((p.accounting.flops + eval_flops(p.cfg, p.accounting)) / steps(p)
+               for p in left) * 0.6 / (0.4 * overhead)
+    assert max(utilisation(p.cfg, p.accounting, Rate("cuda", rate, overhead, 0, ""))
+               for p in left) == pytest.approx(0.4)
+    for p in done:
+        t = steps(p) * overhead + p.accounting.flops / rate
+        upsert_record(out / "results.csv", RunRecord(
+            run_id=p.run_id, sweep="auto", status="completed", tokens=p.accounting.tokens,
+            flops=p.accounting.flops, batch_size=4, seq_len=8, gpu_count=1,
+            train_time_s=t, wall_time_s=t + 1.0))
+    env = dict(os.environ, PYTHONPATH=str(standin), LLMSCALE_CUDA_STANDIN_LOG=str(log),
+               LLMSCALE_CUDA_STANDIN_BARRIER=str(barrier), OMP_NUM_THREADS="1",
+               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run([sys.executable, "-m", "llmscale", "sweep",
+                           *[a for s in sets for a in ("--set", s)], "--out", str(out),
+                           "--devices", "auto", "--runs-per-device", "auto", "--no-analysis"],
+                          cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    k = min(2, os.cpu_count() or 1)
+    assert f"auto: {k} run(s) per GPU = min(memory " in proc.stderr, proc.stderr
+    assert "utilisation 2 (the busiest run computes 40% of its time; measured on 2 " \
+           "completed cuda run(s)" in proc.stderr
+    assert "worker on cuda:0 ready in" in proc.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    pids = {c["pid"] for c in calls}
+    workers = {pid for pid in pids
+               if any(c["pid"] == pid and c["fn"] == "set_device" for c in calls)}
+    assert len(workers) == k
+    assert {c["visible"] for c in calls} == {"0"}  # the sweep process itself asked CUDA nothing
+    named = {a for c in calls for a in c["args"] if a.startswith("cuda")}
+    assert named == {"cuda:0"}, named
+    records, problems = read_results(out / "results.csv")
+    assert not problems
+    rest = [r for r in records if r.run_id in {p.run_id for p in left}]
+    assert len(rest) == len(left) and all(
+        r.status == "failed" and r.device_name == "stand-in GPU 0" for r in rest)

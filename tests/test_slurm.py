@@ -448,7 +448,7 @@ def test_bad_partition_or_gpus_on_a_cpu_partition_is_one_line_exit_2(tmp_path):
 
 
 def test_one_note_when_accounting_is_unavailable(capsys):
-    from llmscale.sweep import executors
+    from llmscale.sweep.executors import slurm as executors  # its module-level note flag
 
     sacct = subprocess.run(["sacct", "-n", "-j", "1"], capture_output=True, text=True, timeout=30)
     if sacct.returncode == 0:

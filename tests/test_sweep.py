@@ -365,3 +365,172 @@ def test_status_shows_elapsed_time_rates_and_an_eta(tmp_path):
     assert lines[2] == f"ETA: about {fmt_time(expected)} for 2 run(s) left at the measured cpu " \
                        f"rate, 1 at a time"
     assert "ETA: about" in format_status(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Slots: the one expansion of --devices / --runs-per-device, and the auto rule
+
+FAKE_NVIDIA_SMI = """#!/bin/sh
+# A stand-in for nvidia-smi's one query llmscale makes: uuid and total memory (MiB) per GPU.
+for mib in $FAKE_GPU_MIB; do n=$((n+1)); echo "GPU-0000000$n-aaaa, $mib"; done
+"""
+
+
+@pytest.fixture
+def fake_gpus(tmp_path, monkeypatch):
+    """nvidia-smi on PATH reporting the GPUs given (MiB each); returns a setter."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nvidia-smi").write_text(FAKE_NVIDIA_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+    def set_gpus(*mib: int) -> None:
+        monkeypatch.setenv("FAKE_GPU_MIB", " ".join(map(str, mib)))
+
+    return set_gpus
+
+
+def test_one_device_expansion_for_the_executors_and_the_estimate(fake_gpus, monkeypatch):
+    from llmscale.sweep import slots
+    from llmscale.sweep.estimate import local_slots
+
+    fake_gpus(81559, 40960, 40960)
+    assert slots.device_names("auto") == ["cuda:0", "cuda:1", "cuda:2"]
+    assert slots.device_names(None) == ["cuda:0"]  # no --devices: one run on GPU 0
+    assert slots.device_names("cpu,cpu") == ["cpu", "cpu"]
+    assert slots.expand(["cuda:0", "cuda:1"], 2) == ["cuda:0", "cuda:0", "cuda:1", "cuda:1"]
+    # CUDA_VISIBLE_DEVICES restricts and renumbers, as CUDA does; memory follows the mapping
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    assert slots.gpu_count() == 2
+    assert slots.gpu_memory_bytes(0) == 40960 * 2**20 and slots.gpu_memory_bytes(1) == 81559 * 2**20
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-00000001,7,1")  # a UUID prefix, then a stop
+    assert slots.device_names("auto") == ["cuda:0"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert slots.device_names("auto") == ["cpu"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    # the estimate counts what the executors start
+    s = local_slots("auto", 2)
+    assert s.device == "cuda" and s.n == 6 and "3 GPU(s) x 2 run(s) each" in s.how
+    assert local_slots("cpu,cpu", 1).n == 2 and local_slots("cpu,cpu", 1).device == "cpu"
+    for bad in (0, "0", "-1", "two", "1.5"):
+        with pytest.raises(UserError, match="allowed: an integer >= 1 or auto"):
+            slots.parse_runs_per_device(bad)
+    assert slots.parse_runs_per_device("AUTO") == "auto" and slots.parse_runs_per_device("3") == 3
+    with pytest.raises(UserError, match="--devices 'gpu0'"):
+        slots.device_names("cpu,gpu0")
+
+
+def _runs(hidden: list[int]) -> list:
+    cfg = cfg_with({"grid": {"model.hidden_dim": hidden}})
+    return [(c, run_accounting(c)) for c in plan_sweep(cfg)]
+
+
+def test_auto_packing_takes_the_least_of_memory_utilisation_cores_and_runs():
+    from llmscale.sweep.estimate import (
+        WORKER_BYTES,
+        Rate,
+        auto_packing,
+        memory_estimate,
+        utilisation,
+    )
+
+    runs = _runs([8, 16, 32, 64, 12, 24])
+    biggest = max(memory_estimate(c, a).total for c, a in runs)
+    gib = 2**30
+    # a fast device and 1 ms of host work per step: each run computes a small share of its time
+    rate = Rate("cuda", 1e12, 1e-3, 0.0, "measured on 2 completed cuda run(s) of this sweep")
+    u = max(utilisation(c, a, rate) for c, a in runs)
+    assert 0 < u < 0.05
+    free = auto_packing("cuda", 1, runs, rate, device_bytes=80 * gib, cores=64)
+    assert free.runs_per_device == 6  # every limit but the runs is far higher
+    assert "runs 6" in free.why and f"busiest run computes {u:.0%}" in free.why
+    # memory binds: room for 3 workers with their runs
+    three = int(3.5 * (biggest + WORKER_BYTES) / 0.9)
+    assert auto_packing("cuda", 1, runs, rate, device_bytes=three, cores=64).runs_per_device == 3
+    # cores bind: one core per worker, shared by the devices
+    assert auto_packing("cuda", 2, runs * 4, rate, device_bytes=80 * gib,
+                        cores=8).runs_per_device == 4
+    # utilisation binds: a device that each run keeps ~40% busy takes two
+    slow = Rate("cuda", rate.flops_per_s * u / 0.4 * (1 - 0.4) / (1 - u), 1e-3, 0.0, "slow")
+    assert utilisation(*max(runs, key=lambda r: utilisation(*r, slow)), slow) == \
+        pytest.approx(0.4, rel=1e-6)
+    two = auto_packing("cuda", 1, runs, slow, device_bytes=80 * gib, cores=64)
+    assert two.runs_per_device == 2 and "utilisation 2" in two.why
+    # nothing measured yet: one run per GPU until the sweep's runs measure the rate
+    first = auto_packing("cuda", 1, runs, None, device_bytes=80 * gib, cores=64)
+    assert first.runs_per_device == 1 and "not measured yet" in first.why
+    # unknown GPU memory: no packing it cannot vouch for
+    assert auto_packing("cuda", 1, runs, rate, device_bytes=None, cores=64).runs_per_device == 1
+    # CPU: one single-threaded worker per core, within the machine's memory and the runs
+    assert auto_packing("cpu", 1, runs, None, device_bytes=64 * gib, cores=4).runs_per_device == 4
+    assert auto_packing("cpu", 1, runs[:2], None, device_bytes=64 * gib,
+                        cores=4).runs_per_device == 2
+    assert auto_packing("cpu", 1, runs, None, device_bytes=2 * biggest,
+                        cores=16).runs_per_device == 1
+
+
+def test_auto_packing_adds_workers_once_the_sweeps_runs_measure_the_rate(fake_gpus, tmp_path,
+                                                                         capsys):
+    import math
+    import os
+
+    from llmscale.sweep.estimate import Rate, utilisation
+    from llmscale.sweep.executors.pool import AutoPacking
+
+    fake_gpus(81559)
+    cfg = cfg_with({"grid": {"model.hidden_dim": [8, 12, 16, 24, 32, 48]}})
+    claim_sweep_dir(cfg, tmp_path, force=False)
+    todo = sweep_state(cfg, tmp_path, probe_claims=False)
+    packing = AutoPacking(["cuda:0"], todo, [])
+    assert packing.slots() == ["cuda:0"] and "not measured yet" in capsys.readouterr().err
+
+    def measured(p, rate=1e11, overhead=1e-3):  # a completed GPU run the time model fits exactly
+        a = p.accounting
+        steps = a.tokens // (p.cfg.train.batch_size * p.cfg.train.seq_len)
+        t = steps * overhead + a.flops / rate
+        return RunRecord(run_id=p.run_id, sweep="t", status="completed", tokens=a.tokens,
+                         flops=a.flops, batch_size=p.cfg.train.batch_size,
+                         seq_len=p.cfg.train.seq_len, gpu_count=1, train_time_s=t,
+                         wall_time_s=t + 1.0)
+
+    assert packing.done(todo[0], measured(todo[0])) == []  # one size: overhead not separable
+    new = packing.done(todo[1], measured(todo[1]))
+    left = todo[2:]
+    u = max(utilisation(p.cfg, p.accounting, Rate("cuda", 1e11, 1e-3, 0.0, "")) for p in left)
+    want = min(math.floor(1 / u), os.cpu_count() or 1, len(left))
+    assert want >= 2 or (os.cpu_count() or 1) == 1
+    assert new == ["cuda:0"] * (want - 1) and packing.k == want
+    said = capsys.readouterr().err
+    assert f"auto: {want} run(s) per GPU" in said and "measured on 2 completed cuda run(s)" in said
+    assert packing.done(todo[2], None) == []  # never asks twice for what is running
+
+
+def test_dry_run_with_auto_states_the_rule(tmp_path, capsys):
+    import os
+
+    text, _ = _dry_run(capsys, "--devices", "cpu", "--runs-per-device", "auto",
+                       "--set", "sweep.grid={model.hidden_dim: [8, 12, 16]}",
+                       "--out", str(tmp_path / "s"))
+    k = min(os.cpu_count() or 1, 3)
+    assert f"auto: {k} CPU worker(s) = min(cores {os.cpu_count()}, memory" in text
+    assert main(["sweep", "--dry-run", "--runs-per-device", "0"]) == 2
+    assert "allowed: an integer >= 1 or auto" in capsys.readouterr().err
+
+
+def test_the_analysis_runs_blas_on_one_thread():
+    from threadpoolctl import threadpool_info
+
+    from llmscale.cli.common import one_blas_thread
+
+    before = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+              if i["user_api"] == "blas"}
+    with one_blas_thread():  # numpy's and scipy's OpenBLAS alike, loaded or not before
+        inside = {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                  if i["user_api"] == "blas"}
+    assert len(inside) >= 2 and set(inside.values()) == {1}, inside
+    after = {i["filepath"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    assert {k: v for k, v in after.items() if k in before} == before

@@ -92,6 +92,8 @@ def test_sweep_with_analysis_then_rerun_is_a_fast_noop(tmp_path):
     # the analysis ran and succeeded: a report (two runs fit no law; the report says why)
     assert "warning: analysis" not in err, err
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    took = [ln for ln in err.splitlines() if "analysis: fit, plots and report in " in ln]
+    assert len(took) == 1 and float(took[0].split(" in ")[1].split()[0]) > 0, err  # timed once
     touched = {f: f.stat().st_mtime_ns for f in out.rglob("*") if f.is_file()}
 
     t0 = time.perf_counter()

@@ -306,3 +306,27 @@ def test_cpu_allocation_failure_is_recorded_as_oom(tmp_path):
     assert rec.error.startswith("CPU out of memory on cpu building the model")
     assert "hidden_dim 200000" in rec.error and "can't allocate memory" in rec.error
     assert read_record_json(tmp_path / "record.json").status == "oom"
+
+
+def test_no_host_sync_per_step(tmp_path, monkeypatch):
+    """The loop reads the device (`.item()`, `float(t)`, `bool(t)`, ...) at log, eval and
+    checkpoint boundaries only: a run twice as long, with the same boundaries, reads it exactly
+    as often. (On a GPU each read waits for every queued kernel.)"""
+    reads: list[str] = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _original=original, _name=name, **k):
+            reads.append(_name)
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for steps in (60, 120):  # 8 x 16 tokens a step; the tail (last 5%) has 3 and 6 steps
+        reads.clear()
+        rec = train_run(tiny(f"train.tokens={steps * 128}", "output.log_every_steps=1000",
+                             "eval.every_tokens=1000000", "output.checkpoint_every_minutes=60"),
+                        tmp_path / str(steps), "cpu", progress=False)
+        assert rec.status == "completed" and rec.tokens == steps * 128
+        counts.append(len(reads))
+    assert counts[0] == counts[1], counts

@@ -32,7 +32,7 @@ from llmscale.accounting import flops_per_token
 from llmscale.config import load_config
 from llmscale.hardware import cpu_peak, peak_flops, resolve_precision
 from llmscale.model import build_model
-from llmscale.train import _StatefulForward, make_optimizer, train_step
+from llmscale.train import _StatefulForward, autocast_for, make_optimizer, train_step
 
 
 def _batches(vocab: int, batch: int, seq_len: int, n: int, device) -> list[tuple]:
@@ -63,19 +63,23 @@ def _time_real(cfg, batches, device) -> float:
 
 def _bare_loop(cfg, device):
     """A bare AdamW loop over the run's model (no schedule, clipping, logging or checkpoints):
-    returns `run(batches)`, which trains on them and waits for the device at the end."""
+    returns `run(batches)`, which trains on them and waits for the device at the end. It runs
+    in the run's own precision (autocast, as train_run resolves it: bf16 on most GPUs, fp32 on
+    CPU), so a comparison with the real step measures the harness, not the number format."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     crit = nn.CrossEntropyLoss()
+    autocast = autocast_for(resolve_precision(cfg.train.precision, device), device)
     state = None
 
     def run(bs):
         nonlocal state
         for x, y in bs:
-            logits, state = model.forward_with_state(x, state)
+            with autocast:
+                logits, state = model.forward_with_state(x, state)
+                loss = crit(logits.view(-1, logits.shape[-1]), y.view(-1))
             state = tuple(s.detach() for s in state)
-            loss = crit(logits.view(-1, logits.shape[-1]), y.view(-1))
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
 from llmscale import layout
 from llmscale.cli.analyse import analyse_sweep
-from llmscale.cli.common import add_config_args, check_inputs, load
+from llmscale.cli.common import add_config_args, check_inputs, load, one_blas_thread
 from llmscale.config import RunConfig
 from llmscale.errors import UserError
 from llmscale.sweep import PlannedRun, count_states, say, shape
@@ -40,14 +41,25 @@ def add_where_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", default=None,
                    help="cpu, auto (one worker per GPU) or cuda:0,cuda:1,... (default: one run "
                         "at a time on cuda:0 when CUDA is available, else on the CPU)")
-    p.add_argument("--runs-per-device", type=int, default=1,
-                   help="runs that share one device at a time (default 1)")
+    p.add_argument("--runs-per-device", type=_runs_per_device, default=1,
+                   help="runs that share one device at a time (default 1), or auto: as many as "
+                        "the device's memory, its measured utilisation and the CPU cores allow "
+                        "(README: Running on GPUs)")
     p.add_argument("--executor", choices=["local", "slurm"], default=None,
                    help="where runs execute (default: sweep.executor)")
 
 
+def _runs_per_device(value: str) -> int | str:
+    from llmscale.sweep.slots import parse_runs_per_device
+
+    try:
+        return parse_runs_per_device(value)
+    except UserError:
+        raise argparse.ArgumentTypeError(f"{value!r}: allowed: an integer >= 1 or auto") from None
+
+
 def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None = None,
-                  runs_per_device: int = 1, table: bool = True) -> tuple[str, list[str]]:
+                  runs_per_device: int | str = 1, table: bool = True) -> tuple[str, list[str]]:
     """The plan table (when `table`) and its summary: runs, FLOPs, time on the chosen slots,
     GPU-hours, checkpoint disk, with footnotes saying how the time is estimated. Also the
     memory warnings, one line each."""
@@ -57,7 +69,9 @@ def plan_estimate(planned: list[PlannedRun], cfg: RunConfig, devices: str | None
     if cfg.sweep.executor == "slurm":
         slots = est.slurm_slots(cfg, len(todo))
     else:
-        slots = est.local_slots(devices, runs_per_device)
+        slots = est.local_slots(devices, runs_per_device,
+                                [(p.cfg, p.accounting) for p in todo],
+                                [p.record for p in planned if p.record is not None])
     records = [p.record for p in planned if p.record is not None]
     rate = est.rate_for(records, slots.device)
     secs = {p.run_id: rate.run_seconds(p.cfg, p.accounting, slots) for p in planned}
@@ -216,8 +230,12 @@ def _analyse(out: Path, changed: bool) -> None:
     results = _mtime(layout.results_path(out))
     if not changed and stamps and results is not None and max(stamps) >= results:
         return
+    t0 = time.perf_counter()
     try:
-        analyse_sweep(out)
+        with one_blas_thread():
+            analyse_sweep(out)
     except Exception as e:  # noqa: BLE001 - the sweep's results stand even if a fit cannot be made
         say(f"warning: analysis failed ({type(e).__name__}: {e}); {layout.RESULTS_FILE} is "
             f"complete, run `llmscale report {out}` later")
+        return
+    say(f"analysis: fit, plots and report in {time.perf_counter() - t0:.1f} s")

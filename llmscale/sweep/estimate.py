@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 from llmscale.accounting import RunAccounting
 from llmscale.config import RunConfig
 from llmscale.records import RunRecord
+from llmscale.sweep import slots
 
 # Assumed when nothing is measured yet; the estimate says so. CPU, on the 2-core Zen 5 box
 # (torch 2.13 CPU, 2026-11-29): the first quickstart (27 runs, one process, 4.1e13 training
@@ -147,21 +146,95 @@ class Slots:
     how: str
 
 
-def local_slots(devices: str | None, runs_per_device: int) -> Slots:
-    """--devices / --runs-per-device of the local executor, without importing torch."""
-    names = [d.strip() for d in (devices or "auto").split(",") if d.strip()]
-    if names == ["auto"]:
-        gpus = _gpu_count()  # no --devices: one run on GPU 0; --devices auto: one per GPU
-        names = ["cpu"] if not gpus else (
-            [f"cuda:{i}" for i in range(gpus)] if devices == "auto" else ["cuda:0"])
-    n = len(names) * runs_per_device
-    if all(d == "cpu" for d in names):
+def local_slots(devices: str | None, runs_per_device: int | str,
+                runs: list[tuple[RunConfig, RunAccounting]] = (),
+                records: list[RunRecord] = ()) -> Slots:
+    """--devices / --runs-per-device of the local executor (slots.expand, as the executors
+    expand them), without importing torch. `runs` (the runs left) and `records` (the sweep's
+    completed runs) feed `--runs-per-device auto`'s rule."""
+    names = slots.device_names(devices)
+    how = ""
+    if runs_per_device == slots.AUTO:
+        kind = slots.kind(names)
+        packing = auto_packing(kind, len(names), list(runs), rate_for(list(records), kind))
+        runs_per_device, how = packing.runs_per_device, f"; {packing.why}"
+    n = len(slots.expand(names, runs_per_device))
+    if slots.kind(names) == "cpu":
         cores = os.cpu_count() or 1
         return Slots("cpu", n, 0, float(n), max(1.0, n / cores),
-                     f"{n} CPU worker(s) sharing this machine's {cores} cores" if n > 1 else
-                     "one run at a time on the CPU")
+                     (f"{n} CPU worker(s) sharing this machine's {cores} cores" if n > 1 else
+                      "one run at a time on the CPU") + how)
     return Slots("cuda", n, 1, float(runs_per_device), 1.0,
-                 f"{len(names)} GPU(s) x {runs_per_device} run(s) each")
+                 f"{len(names)} GPU(s) x {runs_per_device} run(s) each" + how)
+
+
+# --------------------------------------------------------------------------------------------
+# --runs-per-device auto
+
+# Assumed, not yet measured on a GPU: the device memory one worker holds before any run (its
+# CUDA context, cuBLAS and cuDNN handles and workspaces), typically 0.5-1 GiB.
+WORKER_BYTES = 2**30
+MEMORY_FRACTION = 0.9  # of a device's memory that packed runs may plan to fill
+
+
+@dataclass(frozen=True)
+class Packing:
+    runs_per_device: int
+    why: str  # one line: each limit and where its figures come from
+
+
+def utilisation(cfg: RunConfig, acc: RunAccounting, rate: Rate) -> float:
+    """The share of a run's time its device computes, by the time model: FLOP time over FLOP
+    time plus the per-step overhead (Python, launches: the device waits for the host)."""
+    steps = max(1, acc.tokens // (cfg.train.batch_size * cfg.train.seq_len))
+    compute = (acc.flops + eval_flops(cfg, acc)) / rate.flops_per_s
+    return compute / (compute + steps * rate.step_overhead_s)
+
+
+def auto_packing(kind: str, n_devices: int, runs: list[tuple[RunConfig, RunAccounting]],
+                 rate: Rate | None, *, device_bytes: int | None | str = "ask",
+                 cores: int | None = None) -> Packing:
+    """How many runs share each device under `--runs-per-device auto`.
+
+    CPU: one single-threaded worker per core (a run's step keeps its core busy), at most as
+    many as fit in the machine's memory, and no more than there are runs.
+    GPU: the least of
+      - memory: floor(0.9 x device memory / (the largest run's training memory + WORKER_BYTES));
+      - utilisation: floor(1 / u), u = the busiest run's device share by the time model
+        (`utilisation`), so the packed runs together ask at most the whole device; with no
+        rate (nothing measured yet) this limit is 1;
+      - CPU cores: each worker drives its device from one core;
+      - runs: no more workers than runs per device.
+    """
+    cores = cores or os.cpu_count() or 1
+    n_devices = max(1, n_devices)
+    per_runs = max(1, math.ceil(len(runs) / n_devices))
+    need = max((memory_estimate(c, a).total for c, a in runs), default=0)
+    if device_bytes == "ask":
+        device_bytes = (available_memory("cpu")[0] if kind == "cpu"
+                        else slots.gpu_memory_bytes(0))
+    per_core = max(1, cores // n_devices)
+    if kind == "cpu":
+        by_memory = (max(1, int(MEMORY_FRACTION * device_bytes // need))
+                     if device_bytes and need else per_core)
+        k = max(1, min(per_core, by_memory, per_runs))
+        return Packing(k, f"auto: {k} CPU worker(s) = min(cores {per_core}, memory {by_memory}, "
+                          f"runs {per_runs})")
+    if device_bytes:
+        by_memory = max(1, int(MEMORY_FRACTION * device_bytes // (need + WORKER_BYTES)))
+        mem_why = (f"memory {by_memory} ({fmt_bytes(need)} per run + {fmt_bytes(WORKER_BYTES)} "
+                   f"per worker in {MEMORY_FRACTION:g} x {fmt_bytes(device_bytes)})")
+    else:
+        by_memory, mem_why = 1, "memory 1 (the GPU's memory is unknown: no nvidia-smi)"
+    if rate is None or not runs:
+        by_use, use_why = 1, "utilisation 1 (not measured yet)"
+    else:
+        u = max(utilisation(c, a, rate) for c, a in runs)
+        by_use = max(1, math.floor(1.0 / u + 1e-9))
+        use_why = f"utilisation {by_use} (the busiest run computes {u:.0%} of its time; {rate.how})"
+    k = max(1, min(by_memory, by_use, per_core, per_runs))
+    return Packing(k, f"auto: {k} run(s) per GPU = min({mem_why}, {use_why}, cores {per_core}, "
+                      f"runs {per_runs})")
 
 
 def slurm_slots(cfg: RunConfig, n_runs: int) -> Slots:
@@ -172,16 +245,6 @@ def slurm_slots(cfg: RunConfig, n_runs: int) -> Slots:
            else "no max_parallel: every task at once, if the cluster grants them")
     return Slots(dev, max(1, n), s.gpus_per_run, 1.0, 1.0,
                  f"SLURM, {n} array task(s) at once ({cap}), {s.gpus_per_run} GPU(s) per run")
-
-
-def _gpu_count() -> int:
-    if shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(line.startswith("GPU ") for line in out.stdout.splitlines())
 
 
 def analysis_seconds(n_runs: int) -> float:
@@ -235,14 +298,9 @@ def available_memory(device: str, cfg: RunConfig | None = None,
             return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
         except (ValueError, OSError):
             return None, ""
-    if device == "cuda" and not slurm and shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total",
-                                  "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=20).stdout.split()
-            return int(float(out[0]) * 2**20), "GPU 0's memory (nvidia-smi)"
-        except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-            return None, ""
+    if device == "cuda" and not slurm:
+        total = slots.gpu_memory_bytes(0)
+        return (total, "GPU 0's memory (nvidia-smi)") if total else (None, "")
     return None, ""
 
 
