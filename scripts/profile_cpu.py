@@ -83,11 +83,11 @@ def step(hidden: int) -> None:
 def analysis(sweep_dir: Path) -> None:
     """The three stages of `llmscale sweep`'s analysis, each timed, as the sweep runs them."""
     from llmscale.analysis import load_sweep, refit_sweep
-    from llmscale.cli.common import one_blas_thread
+    from llmscale.fit.robust import serial_blas
     from llmscale.plots import make_plots
     from llmscale.report import write_report
 
-    with one_blas_thread():
+    with serial_blas():
         t = clock()
         note = refit_sweep(sweep_dir)
         print(f"fit (bootstrap included){' (' + note + ')' if note else ''}: {since(t)}")

@@ -524,11 +524,11 @@ def test_dry_run_with_auto_states_the_rule(tmp_path, capsys):
 def test_the_analysis_runs_blas_on_one_thread():
     from threadpoolctl import threadpool_info
 
-    from llmscale.cli.common import one_blas_thread
+    from llmscale.fit.robust import serial_blas
 
     before = {i["filepath"]: i["num_threads"] for i in threadpool_info()
               if i["user_api"] == "blas"}
-    with one_blas_thread():  # numpy's and scipy's OpenBLAS alike, loaded or not before
+    with serial_blas():  # numpy's and scipy's OpenBLAS alike, loaded or not before
         inside = {i["filepath"]: i["num_threads"] for i in threadpool_info()
                   if i["user_api"] == "blas"}
     assert len(inside) >= 2 and set(inside.values()) == {1}, inside

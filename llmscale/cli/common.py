@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -54,24 +53,3 @@ def load_sweep_data(args: argparse.Namespace):
     if data.fit_note:
         print(f"llmscale: {data.fit_note}", file=sys.stderr)
     return data
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """numpy and scipy's BLAS on one thread while the analysis runs. The fit makes ~10^5 tiny
-    products (L-BFGS over a handful of parameters, bootstrap after bootstrap): threads gain
-    nothing there, and OpenBLAS's idle threads spin. Measured (2026-11-29, the 2-core box under
-    load): `llmscale fit` of the 26-run quickstart took 249 s of CPU with OpenBLAS's 2 threads,
-    15 s with one."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # an environment without it: threads as they are
-        yield
-        return
-    # A limit reaches only the libraries loaded when it is set: numpy and scipy each bring
-    # their own OpenBLAS, so load both first.
-    import numpy  # noqa: F401
-    import scipy.linalg  # noqa: F401
-
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield

@@ -9,9 +9,10 @@ from typing import Any
 
 from llmscale import layout
 from llmscale.cli.analyse import analyse_sweep
-from llmscale.cli.common import add_config_args, check_inputs, load, one_blas_thread
+from llmscale.cli.common import add_config_args, check_inputs, load
 from llmscale.config import RunConfig
 from llmscale.errors import UserError
+from llmscale.fit.robust import serial_blas
 from llmscale.sweep import PlannedRun, count_states, say, shape
 
 
@@ -232,7 +233,7 @@ def _analyse(out: Path, changed: bool) -> None:
         return
     t0 = time.perf_counter()
     try:
-        with one_blas_thread():
+        with serial_blas():
             analyse_sweep(out)
     except Exception as e:  # noqa: BLE001 - the sweep's results stand even if a fit cannot be made
         say(f"warning: analysis failed ({type(e).__name__}: {e}); {layout.RESULTS_FILE} is "

@@ -318,9 +318,15 @@ def bootstrap(fit: Fit, X: dict[str, np.ndarray], loss: np.ndarray, resamples: i
 
 @contextmanager
 def serial_blas():
-    """BLAS on one thread while fitting. L-BFGS-B calls BLAS on 5x5 matrices; OpenBLAS's
-    threads cost far more than they save there: a 25-point chinchilla fit took 1.8-4.2 s of CPU
-    with its 2 threads and 0.25 s with one (2026-11-29, 2 cores at load ~15)."""
+    """numpy's and scipy's BLAS on one thread while fitting (and while `llmscale sweep` runs its
+    analysis). L-BFGS-B calls BLAS on 5x5 matrices, ~10^5 times in a bootstrap; OpenBLAS's
+    threads cost far more than they save there, and idle they spin: a 25-point chinchilla fit
+    took 1.8-4.2 s of CPU with its 2 threads and 0.25 s with one (2026-11-29, 2 cores at load
+    ~15); `llmscale fit` of the 26-run quickstart 249 s of CPU against 15 s."""
+    # A limit reaches only the libraries loaded when it is set: numpy and scipy each bring
+    # their own OpenBLAS, so load both first.
+    import numpy  # noqa: F401
+    import scipy.linalg  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1, user_api="blas"):
