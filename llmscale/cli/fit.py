@@ -100,8 +100,20 @@ def format_table(fit: FitResult) -> str:
         lines.append(f"cost {col} = {_g(e.params['k'])} * ({e.x})^{e.params['p']:.3f} (n={e.n})")
     if fit.floor:
         lines.append(f"source entropy: {fit.floor.entropy_nats_per_token:.4g} nats/token")
+        if fit.floor.theory:  # a source whose law is known: its exponents beside the fitted
+            lines.append("source theory: " + ", ".join(
+                f"{k} = {v:.3g}" for k, v in fit.floor.theory.items()) + _fitted_vs_theory(fit))
     for kind, g in fit.groups.items():
         lines.append(f"[{kind}] " + ", ".join(
             f"{law}: " + ", ".join(f"{k}={_g(v)}" for k, v in e.params.items())
             for law, e in g.laws.items()))
     return "\n".join(lines)
+
+
+def _fitted_vs_theory(fit) -> str:
+    ch = fit.laws.get("chinchilla")
+    if ch is None:
+        return ""
+    return " (chinchilla fitted " + ", ".join(
+        f"{k} = {ch.params[k]:.3g}" for k in fit.floor.theory if k in ch.params) + ")"
+
