@@ -12,7 +12,7 @@ harness should recover: alpha = a - 1, beta = (a - 1) / a.
 One statement is `filler_len` filler words, a key, and the key's value, as whitespace-separated
 words (one token each under `tokenizer.kind: word`):
 
-    wug tob   ba ko ba mi   vexi
+    zu ro     be bi fe ga   lo
     (filler)  (key)         (value)
 
 - Filler words are drawn uniformly and independently from `fillers` words: exactly
