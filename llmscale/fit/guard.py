@@ -67,6 +67,13 @@ def law_warnings(fit: FitResult, entry: LawFit) -> list[str]:
                 out.append(f"the {entry.law} law's coefficient {name} is unconstrained: its "
                            f"interval [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}] spans more than "
                            f"{COEF_DECADES:.0f} decades")
+    loose = [i for i, w in enumerate(out) if "unconstrained" in w]
+    if loose:  # name the command that designs a sweep to pin it, once per law
+        from llmscale.design import plan_command  # lazily: the planner stands right of fit/
+
+        cmd = plan_command(fit)
+        if cmd:
+            out[loose[0]] += f"; `{cmd}` designs a sweep that pins it"
     return out
 
 
