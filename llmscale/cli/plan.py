@@ -29,8 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--budget-flops", type=float, default=None,
                    help="training FLOPs for the whole study")
     p.add_argument("--budget-gpu-hours", type=float, default=None,
-                   help="GPU-hours for the whole study, at the rate the dry run uses (on CPU "
-                        "each worker counts as one device)")
+                   help="GPU-hours for the whole study, at the rate the dry run uses (on CPU: "
+                        "hours of the whole machine)")
     p.add_argument("--target", required=True, help=f"what to pin: {TARGETS_HELP}")
     p.add_argument("--out", default=None, help="write the best design's sweep YAML here")
     p.add_argument("--name", default=None,
