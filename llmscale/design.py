@@ -21,8 +21,8 @@ them is trained, by simulation:
 
 Pure over fit/, the estimator (llmscale.sweep.estimate) and config, except the section that
 reads priors from disk (`load_prior`); imports no CLI. The simulated fits run in worker
-processes with single-threaded BLAS (`_pool`): L-BFGS-B on a 5-parameter law calls BLAS on
-tiny arrays, and OpenBLAS's threads then cost far more than the arithmetic.
+processes with single-threaded BLAS (`_single_thread_blas`): L-BFGS-B on a 5-parameter law
+calls BLAS on tiny arrays, and OpenBLAS's threads then cost far more than the arithmetic.
 """
 
 from __future__ import annotations
@@ -32,11 +32,12 @@ import json
 import math
 import multiprocessing
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -47,6 +48,10 @@ from llmscale.fit.frontier import allocate, chinchilla_optimal, flops_model
 from llmscale.fit.laws import law_param_names, predict
 from llmscale.fit.result import FitResult
 
+if TYPE_CHECKING:  # imported where used: llmscale.sweep loads its executors
+    from llmscale.records import RunRecord
+    from llmscale.sweep.estimate import Rate, Slots
+
 LAW = "chinchilla"  # the one law a design is planned for: L(N, D) needs both axes varied
 PARAMS = tuple(law_param_names(LAW))  # A, alpha, B, beta, E
 PRIOR_FORMAT = 1  # version of the prior JSON (`Prior.to_json`)
@@ -56,9 +61,10 @@ CI_LEVEL = 0.95
 # Per simulated sweep, the bootstrap resamples of its fit. `llmscale fit` draws 200; the planner
 # draws 20 and reads each sweep's interval through `sweep_intervals`, whose widths were
 # measured against the 200-resample intervals of independent sweeps (scripts/plan_check.py,
-# README "Planning a sweep"; tests/test_design.py checks it): 0.77-1.23x of them over three
-# settings. 10 resamples cost ~12% less CPU per sweep (the point and held-out fits dominate)
-# but miss a skewed tail (E's width 0.63x on the known law of tests/test_design.py).
+# README "Planning a sweep"; tests/test_design.py checks it): 0.77-1.23x of them on two designs
+# under the chinchilla prior. 10 resamples cost ~12% less CPU per sweep (the point and
+# held-out fits dominate) but miss a skewed tail (E's width 0.63x on the known law of
+# tests/test_design.py).
 SIM_BOOTSTRAP = 20
 SIMS = 50
 
@@ -85,7 +91,7 @@ class Prior:
     base: RunConfig
     description: str = ""
     provenance: str = ""
-    records: tuple = ()  # llmscale.records.RunRecord of the pilot, for the time estimate
+    records: tuple[RunRecord, ...] = ()  # the pilot's completed runs: the measured rate
 
     def to_json(self) -> str:
         """The prior file format (`llmscale/priors/README.md`); `prior_from_json` reads it."""
@@ -598,8 +604,8 @@ def layout_design(spec: DesignSpec, table: SizeTable, params: dict[str, float], 
 class Cost:
     """The time model of `llmscale sweep --dry-run` (llmscale.sweep.estimate) for a design."""
 
-    rate: Any  # estimate.Rate
-    slots: Any  # estimate.Slots
+    rate: Rate
+    slots: Slots
 
     def run_seconds(self, base: RunConfig, p: PlannedPoint, slots=None) -> float:
         cfg = sized(base, p.hidden_dim)
@@ -815,8 +821,12 @@ def simulate(task: SimTask) -> SimResult:
     # does records of one width, token count and budget
     runs = Runs(tuple(f"sim{i}" for i in range(n)), a["N"], a["D"], a["C"], loss, a["fpt"],
                 tuple((int(p),) for p in a["point"]))
-    fit = fit_runs(runs, laws=(LAW,), bootstrap=task.bootstrap,
-                   seed=int(rng.integers(2**31 - 1)), ci_level=CI_LEVEL)
+    # A loosely constrained draw sends some resamples to overflow (inf samples, as in
+    # `llmscale fit`); numpy's warnings about them would flood the terminal from every worker.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fit = fit_runs(runs, laws=(LAW,), bootstrap=task.bootstrap,
+                       seed=int(rng.integers(2**31 - 1)), ci_level=CI_LEVEL)
     entry = fit.laws.get(LAW)
     if entry is None:
         return SimResult(task.design, task.sim, dict.fromkeys(QUANTITIES),
@@ -1145,11 +1155,32 @@ def sweep_yaml(cfg: RunConfig, header: list[str]) -> str:
     output = doc.pop("output", None)
     text = "".join(f"# {line}\n" if line else "#\n" for line in header)
     text += yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
-    text += yaml.safe_dump({"sweep": sweep}, sort_keys=False, default_flow_style=None,
-                           width=100)
+    text += yaml.dump({"sweep": sweep}, Dumper=_sweep_dumper(), sort_keys=False,
+                      default_flow_style=None, width=100)
     if output is not None:
         text += yaml.safe_dump({"output": output}, sort_keys=False, default_flow_style=False)
     return text
+
+
+def _float(dumper, value: float):
+    """FLOP budgets as 2.579e+10, not 25790000000.0 (with a dot: YAML 1.1 reads `1e+19`
+    without one as a string)."""
+    if not math.isfinite(value):
+        return dumper.represent_float(value)
+    mant, _, exp = f"{value:.16e}".partition("e")  # 17 digits: the same double read back
+    mant = mant.rstrip("0")
+    mant = mant + "0" if mant.endswith(".") else mant
+    return dumper.represent_scalar("tag:yaml.org,2002:float", f"{mant}e{exp}")
+
+
+def _sweep_dumper():
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(float, _float)
+    return Dumper
 
 
 def check_round_trip(text: str, design: Design) -> None:
