@@ -113,12 +113,19 @@ def _check_out(out: Path) -> None:
 
 
 def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this plan (for the YAML's header)."""
+    from llmscale.design import SIM_BOOTSTRAP, SIMS
+
     budget = (f"--budget-flops {args.budget_flops:g}" if args.budget_flops is not None
               else f"--budget-gpu-hours {args.budget_gpu_hours:g}")
     extra = "".join(f" --compare {c}" for c in args.compare)
     extra += f" --config {args.config}" if args.config else ""
-    extra += "" if args.sims == 50 else f" --sims {args.sims}"
+    # everything that changes the table (not --jobs: the results do not depend on it)
+    extra += "" if args.sims == SIMS else f" --sims {args.sims}"
+    extra += "" if args.bootstrap == SIM_BOOTSTRAP else f" --bootstrap {args.bootstrap}"
     extra += "" if args.seed == 0 else f" --seed {args.seed}"
+    extra += f" --devices {args.devices}" if args.devices else ""
+    extra += "" if args.runs_per_device == 1 else f" --runs-per-device {args.runs_per_device}"
     return (f"llmscale plan {args.prior} {budget} --target {args.target}{extra}"
             f"{f' --out {args.out}' if args.out else ''}")
 
