@@ -92,6 +92,9 @@ class Prior:
     description: str = ""
     provenance: str = ""
     records: tuple[RunRecord, ...] = ()  # the pilot's completed runs: the measured rate
+    # the smallest and largest N and D of the runs the law was fitted on (None: not known);
+    # a design reaching beyond them extrapolates the law, and the plan says so
+    extent: dict[str, tuple[float, float]] | None = None
 
     def to_json(self) -> str:
         """The prior file format (`llmscale/priors/README.md`); `prior_from_json` reads it."""
@@ -101,6 +104,9 @@ class Prior:
         doc = {"format": PRIOR_FORMAT, "name": self.name, "description": self.description,
                "provenance": self.provenance, "law": LAW, "params": rounded(self.params),
                "noise": float(f"{self.noise:.6g}"), "base_config": _non_default(self.base)}
+        if self.extent:
+            doc["extent"] = {k: [float(f"{v:.4g}") for v in lo_hi]
+                             for k, lo_hi in self.extent.items()}
         # one sample per line: a prior stays readable with 200 of them
         samples = ",\n  ".join(json.dumps(rounded(s)) for s in self.samples)
         head = json.dumps(doc, indent=1)[:-2]
@@ -108,7 +114,7 @@ class Prior:
 
 
 PRIOR_KEYS = {"format", "name", "description", "provenance", "law", "params", "noise",
-              "base_config", "samples"}
+              "base_config", "samples", "extent"}
 
 
 def prior_from_json(text: str, where: str) -> Prior:
@@ -147,7 +153,21 @@ def prior_from_json(text: str, where: str) -> Prior:
         raise UserError(f"{where}: base_config: {e}") from None
     return Prior(name=str(doc.get("name") or where), params=params, samples=samples,
                  noise=float(noise), base=base, description=str(doc.get("description", "")),
-                 provenance=str(doc.get("provenance", "")))
+                 provenance=str(doc.get("provenance", "")),
+                 extent=_extent(doc.get("extent"), f"{where}: extent"))
+
+
+def _extent(v: Any, where: str) -> dict[str, tuple[float, float]] | None:
+    if v is None:
+        return None
+    ok = (isinstance(v, dict) and set(v) == {"N", "D"} and all(
+        isinstance(x, list) and len(x) == 2 and all(isinstance(y, (int, float)) and y > 0
+                                                    for y in x) and x[0] <= x[1]
+        for x in v.values()))
+    if not ok:
+        raise UserError(f"{where}: expected {{\"N\": [min, max], \"D\": [min, max]}} of the "
+                        "fitted runs, positive numbers")
+    return {k: (float(v[k][0]), float(v[k][1])) for k in ("N", "D")}
 
 
 def _law_params(p: Any, where: str) -> dict[str, float]:
@@ -187,9 +207,13 @@ def prior_from_fit(fit: FitResult, base: RunConfig, *, name: str, records=(),
         raise UserError(f"{name}: the {LAW} fit has {', '.join(f'{k} = {entry.params[k]:.3g}' for k in bad)}"
                         "; a plan needs positive parameters (loss falling with N and D)")
     samples = tuple(s for s in entry.finite_samples if all(s[k] > 0 for k in PARAMS))
+    fitted = [pt for pt in fit.points if pt.run_id in set(entry.fitted_run_ids) and pt.D]
+    extent = ({"N": (min(pt.N for pt in fitted), max(pt.N for pt in fitted)),
+               "D": (min(pt.D for pt in fitted), max(pt.D for pt in fitted))}
+              if fitted else None)
     return Prior(name=name, params={k: float(entry.params[k]) for k in PARAMS}, samples=samples,
                  noise=residual_noise(fit), base=_without_sweep(base), description=description,
-                 provenance=provenance, records=tuple(records))
+                 provenance=provenance, records=tuple(records), extent=extent)
 
 
 def _law_of(fit: FitResult, name: str):
@@ -670,18 +694,23 @@ def _layout(spec: DesignSpec, table: SizeTable, params: dict[str, float], log_to
         return e
 
 
+MAX_DECADES = 40  # of FLOPs searched above one batch of the narrowest width
+
+
 def _least_top(spec: DesignSpec, table: SizeTable, params: dict[str, float]) -> float | None:
     """log of the smallest top budget at which the design fits (None: at none): up by decades
     from one batch of the narrowest width until it fits, then bisection."""
     lo = math.log(table.fpt[0] * table.base.train.batch_size * table.base.train.seq_len)
     hi = lo
-    while True:
+    for _ in range(MAX_DECADES):
         d = _layout(spec, table, params, hi)
         if isinstance(d, TooLarge):
             return None
         if d is not None:
             break
         lo, hi = hi, hi + math.log(10)
+    else:
+        return None
     while hi - lo > 1e-4:
         mid = 0.5 * (lo + hi)
         d = _layout(spec, table, params, mid)
@@ -710,7 +739,9 @@ def size_design(spec: DesignSpec, table: SizeTable, params: dict[str, float], bu
     if _over(_layout(spec, table, params, least), budget, table.base, cost):
         return None
     lo, hi = least, least + math.log(10)
-    while not _over(_layout(spec, table, params, hi), budget, table.base, cost):
+    for _ in range(MAX_DECADES):
+        if _over(_layout(spec, table, params, hi), budget, table.base, cost):
+            break
         lo, hi = hi, hi + math.log(10)
     while hi - lo > 1e-4:
         mid = 0.5 * (lo + hi)
@@ -1251,11 +1282,35 @@ def describe(p: Plan, cost: Cost) -> str:
     better = [e for e in p.evaluations if e.design.spec is None and e.score < best.score]
     lines += [f"note: {e.design.label} has a narrower expected interval than the best candidate"
               for e in better]
+    beyond = extrapolation(pr, best.design)
+    if beyond:
+        lines.append(f"note: {beyond}")
     failed = best.failed
     if failed:
         lines.append(f"note: {failed} of {best.sims} simulated sweeps of the best design gave no "
                      f"interval for {t.label} (a fitted exponent not positive, or too few points)")
     return "\n".join(lines)
+
+
+EXTRAPOLATION_NOTE = 2.0  # a design reaching 2x beyond the prior's fitted N or D is noted
+
+
+def extrapolation(prior: Prior, design: Design) -> str:
+    """How far the design's runs reach beyond the N and D the prior's law was fitted on ('' when
+    within EXTRAPOLATION_NOTE of them): there the plan assumes the law still holds."""
+    if not prior.extent:
+        return ""
+    parts = []
+    for k in ("N", "D"):
+        lo, hi = prior.extent[k]
+        vals = [getattr(p, k) for p in design.points]
+        below, above = lo / min(vals), max(vals) / hi
+        if max(below, above) > EXTRAPOLATION_NOTE:
+            parts.append(f"{k} {min(vals):.3g}-{max(vals):.3g} (the law's fit: {lo:.3g}-{hi:.3g})")
+    if not parts:
+        return ""
+    return ("the best design's runs reach " + ", ".join(parts) + ": its widths assume the law "
+            "holds there; a pilot that covers those sizes and tokens makes them trustworthy")
 
 
 def _show_width(v: float, kind: str) -> str:

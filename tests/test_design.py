@@ -364,6 +364,7 @@ def test_unreadable_priors_are_one_line(tmp_path, capsys):
     for change, says in ((dict(params={**doc["params"], "alpha": -0.1}), "alpha must be > 0"),
                          (dict(noise=-1), "noise -1"),
                          (dict(extra=1), "unknown key(s) extra"),
+                         (dict(extent={"N": [2, 1], "D": [1, 2]}), "extent: expected"),
                          (dict(base_config={"model": {"hiden_dim": 3}}), "base_config:")):
         f = tmp_path / "prior.json"
         f.write_text(json.dumps({**doc, **change}))
@@ -402,12 +403,31 @@ def test_the_shipped_chinchilla_prior_is_the_fitters_refit():
 
 
 def test_a_prior_file_round_trips(tmp_path):
-    p = replace(known_prior(), samples=({**TRUE, "E": 1.75},), description="d", provenance="p")
+    p = replace(known_prior(), samples=({**TRUE, "E": 1.75},), description="d", provenance="p",
+                extent={"N": (1e4, 2e5), "D": (1e6, 3e7)})
     back = design.prior_from_json(p.to_json(), "x")
     assert back == replace(p, name="known")
     f = tmp_path / "mine.json"
     f.write_text(p.to_json())
     assert design.load_prior(str(f)) == back
+
+
+def test_a_design_beyond_the_priors_fitted_runs_is_noted(pilot):
+    _, fit = pilot
+    prior = design.prior_from_fit(fit, from_dict(BASE), name="pilot")
+    fitted = [p for p in fit.points if p.run_id in fit.laws["chinchilla"].fitted_run_ids]
+    assert prior.extent == {"N": (min(p.N for p in fitted), max(p.N for p in fitted)),
+                            "D": (min(p.D for p in fitted), max(p.D for p in fitted))}
+    table = design.size_table(prior.base)
+    cost = design.cost_model()
+    near = design.size_design(design.CANDIDATES[1], table, prior.params,
+                              design.Budget(flops=3e11), cost)  # the pilot's own design
+    assert design.extrapolation(prior, near) == ""
+    far = design.size_design(design.CANDIDATES[1], table, prior.params,
+                             design.Budget(flops=3e13), cost)
+    note = design.extrapolation(prior, far)
+    assert note.startswith("the best design's runs reach N ") and "the law's fit:" in note
+    assert design.extrapolation(replace(prior, extent=None), far) == ""
 
 
 @pytest.mark.parametrize("text, want", [
