@@ -775,22 +775,25 @@ def smallest_budget(table: SizeTable, params: dict[str, float], budget: Budget, 
 
 def design_from_config(cfg: RunConfig, label: str) -> Design:
     """A hand-made sweep (`--compare CONFIG`) as a design: its planned runs and their
-    accounting, seeds kept apart so they repeat a point as in the fit."""
+    accounting. Runs of one shape (the fitter's: model, tokens, FLOP budget; llmscale.analysis
+    SHAPE_KEYS) are one point trained several times, as seeds or learning rates are, and the
+    simulated fit reduces them as `llmscale fit` does."""
     from llmscale.accounting import run_accounting
     from llmscale.sweep.plan import plan_points
 
     by_shape: dict[tuple, list] = {}
     for sp in plan_points(cfg, log=lambda _m: None):
         acc = run_accounting(sp.cfg)
-        key = (sp.cfg.model.hidden_dim, acc.params_nonembedding, acc.tokens, sp.flops_budget,
-               replace(sp.cfg, train=replace(sp.cfg.train, seed=0)).run_id)
+        m = sp.cfg.model
+        key = (m.kind, sp.cfg.vocab_size, m.embedding_dim, m.hidden_dim, m.num_layers,
+               m.tie_weights, acc.tokens, sp.flops_budget)
         by_shape.setdefault(key, []).append((sp, acc))
     points = []
-    for (h, _, _, budget, _), runs in by_shape.items():
+    for key, runs in by_shape.items():
         sp, acc = runs[0]
-        points.append(PlannedPoint(h, float(sp.flops_budget or acc.flops),
+        points.append(PlannedPoint(key[3], float(sp.flops_budget or acc.flops),
                                    float(acc.params_nonembedding), float(acc.tokens),
-                                   float(acc.flops_per_token), budget,
+                                   float(acc.flops_per_token), sp.flops_budget,
                                    tuple(s.cfg.train.seed for s, _ in runs)))
     return Design(label, tuple(points), config=_without_sweep(cfg))
 

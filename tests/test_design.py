@@ -430,6 +430,18 @@ def test_a_design_beyond_the_priors_fitted_runs_is_noted(pilot):
     assert design.extrapolation(replace(prior, extent=None), far) == ""
 
 
+def test_a_compared_config_is_its_planned_runs_with_repeats_as_the_fit_reduces_them(tmp_path):
+    hand = with_overrides(from_dict(BASE), {"sweep.budgets": [1e11, 3e11],
+                                            "sweep.grid": {"model.hidden_dim": [16, 32, 64],
+                                                           "train.lr": [1e-2, 3e-3]},
+                                            "sweep.seeds": [0, 1]})
+    d = design.design_from_config(hand, "hand")
+    planned = plan_points(hand, log=lambda _m: None)
+    assert d.runs == len(planned) == 24 and len(d.points) == 6  # lr x seed repeat a point
+    assert d.flops == pytest.approx(sum(run_accounting(p.cfg).flops for p in planned))
+    assert {p.budget for p in d.points} == {1e11, 3e11}
+
+
 @pytest.mark.parametrize("text, want", [
     ("n_opt@1e21", design.Target("n_opt", C=1e21)),
     ("exponents", design.Target("exponents")),
