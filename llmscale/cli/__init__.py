@@ -22,7 +22,7 @@ from llmscale import __version__
 from llmscale.errors import UserError
 
 # One module per command, in --help order. Each has add_parser(subparsers) and run(args).
-COMMANDS: list[str] = ["validate", "train", "sweep", "status", "fit", "predict", "plot",
+COMMANDS: list[str] = ["validate", "train", "sweep", "status", "fit", "predict", "plan", "plot",
                        "report", "eval", "sample", "bench"]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llmscale.fit.guard import law_warnings
 from llmscale.fit.result import FitResult
 
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def fit_warnings(fit: FitResult) -> list[str]:
     """Every law's own warnings (fit.json's `warnings`), and an IsoFLOP exponent withheld."""
-    out = [w for e in fit.laws.values() for w in e.warnings]
+    out = [w for e in fit.laws.values() for w in law_warnings(fit, e)]
     iso = fit.compute_optimal.isoflop
     if iso is not None and iso.why_not:
         out.append(f"no IsoFLOP exponent: {iso.why_not}")

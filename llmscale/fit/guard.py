@@ -57,8 +57,18 @@ class Prediction:
 
 def law_warnings(fit: FitResult, entry: LawFit) -> list[str]:
     """What makes a law itself untrustworthy, independent of the query: the fitter's own
-    verdict, stored in fit.json (`LawFit.warnings`)."""
-    return list(entry.warnings)
+    verdict, stored in fit.json (`LawFit.warnings`). The first "unconstrained" one names the
+    `llmscale plan` command that designs a sweep to pin the law (issue 22), for every reader:
+    `fit`, `predict` and the report."""
+    out = list(entry.warnings)
+    loose = [i for i, w in enumerate(out) if "unconstrained" in w]
+    if loose:
+        from llmscale.design import plan_command  # lazily: the planner stands right of fit/
+
+        cmd = plan_command(fit)
+        if cmd:
+            out[loose[0]] += f"; `{cmd}` designs a sweep that pins it"
+    return out
 
 
 def _name(law: str, p: str) -> str:
