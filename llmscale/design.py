@@ -859,8 +859,9 @@ def simulate(task: SimTask) -> SimResult:
     # `llmscale fit`); numpy's warnings about them would flood the terminal from every worker.
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
+        # No held-out refit: the plan reads the point fit and its intervals only.
         fit = fit_runs(runs, laws=(LAW,), bootstrap=task.bootstrap,
-                       seed=int(rng.integers(2**31 - 1)), ci_level=CI_LEVEL)
+                       seed=int(rng.integers(2**31 - 1)), ci_level=CI_LEVEL, heldout=False)
     entry = fit.laws.get(LAW)
     if entry is None:
         return SimResult(task.design, task.sim, dict.fromkeys(QUANTITIES),

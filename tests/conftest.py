@@ -17,6 +17,13 @@ def _shared_cache(tmp_path_factory):
         os.environ["LLMSCALE_CACHE"] = old
 
 
+def pytest_collection_modifyitems(items):
+    """The SLURM tests first: they are one group on one worker (tests/test_slurm.py) and the
+    longest chain of the suite (their jobs wait on the cluster); started last, the other worker
+    would sit idle while they finish."""
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Never skip the SLURM tests silently: say how many were skipped and why (the README's
     `pytest -q` prints no skip reasons by itself)."""

@@ -395,8 +395,9 @@ def test_out_never_replaces_a_hand_made_file(tmp_path, capsys):
 def test_the_shipped_chinchilla_prior_is_the_fitters_refit():
     shipped = design.load_prior("chinchilla")
     fresh = in_worker(design.chinchilla_prior, 0)
+    # 1e-4: L-BFGS-B stops within ~1e-5 of the optimum, and where depends on the BLAS build
     for k in design.PARAMS:
-        assert shipped.params[k] == pytest.approx(fresh.params[k], rel=1e-5)
+        assert shipped.params[k] == pytest.approx(fresh.params[k], rel=1e-4)
     assert shipped.noise == pytest.approx(fresh.noise, rel=1e-4)
     assert len(shipped.samples) == 200 and shipped.base == fresh.base
     assert "chinchilla" in design.named_priors()

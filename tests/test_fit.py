@@ -96,6 +96,19 @@ def test_compute_optimal_closed_form_and_isoflop():
     assert iso.a == pytest.approx(co.a, abs=0.05)
 
 
+def test_isoflop_says_why_of_a_nearly_flat_parabola():
+    """Noisy losses that barely differ give a parabola with its vertex decades away (here
+    10^-99): no N_opt, no division by it, and the reason names the budget."""
+    N = np.array([1e4, 2e4, 4e4] * 2)
+    C = np.array([1e12] * 3 + [1e13] * 3)
+    x = np.log10(N)
+    flat = 2.0 + 1e-9 * (x - np.log10(2e4)) ** 2 + 1e-6 * x  # vertex near x = -500
+    loss = np.where(C == 1e12, flat, 2.0 + 0.1 * (x - np.log10(2e4)) ** 2)
+    iso = isoflop(N, C, loss, [f"r{i}" for i in range(6)])
+    assert iso.a is None and "at C = 1e+12 the parabola is nearly flat" in iso.why_not
+    assert [b.C for b in iso.budgets] == [1e13] and iso.budgets[0].inside
+
+
 def test_tied_weights_allocation_uses_each_runs_flops_per_token():
     """With tied weights the output matmul (h x V) costs FLOPs that N does not count: C is the
     run's own flops_per_token x D, not 6 N D, and the allocation follows it."""

@@ -30,7 +30,9 @@ from llmscale.layout import (
 from llmscale.records import read_record_json, read_results
 from llmscale.sweep import plan_sweep, run_dir_name
 
-pytestmark = pytest.mark.slurm
+# One group: the tests share the one cluster's CPUs and run one after another on one pytest-xdist
+# worker (pyproject.toml), in parallel with the rest of the suite.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 TINY = {
     "name": "slurm-tiny",

@@ -82,6 +82,11 @@ def allocation_interval(opt: Allocation, C: float, ci_level: float = 0.95
     return (float(n_lo), float(n_hi)), (float(d_lo), float(d_hi))
 
 
+# A parabola whose vertex lies this many decades of N from the budget's sizes (their mean log)
+# has no measured minimum; its N_opt is not even a number worth printing.
+FAR_DECADES = 6
+
+
 def isoflop(N, C, loss, run_ids, q: float = 6.0, r: float = 1.0,
             min_sizes: int = 3) -> Isoflop | None:
     """Approach 2: per budget (`select.budget_groups`) with >= min_sizes distinct N, a parabola
@@ -104,7 +109,14 @@ def isoflop(N, C, loss, run_ids, q: float = 6.0, r: float = 1.0,
         if c2 <= 0:
             problems.append(f"at C = {c:.3g} the parabola has no minimum (it opens downward)")
             continue
-        n_opt = float(10 ** (-c1 / (2 * c2)))
+        x_opt = -c1 / (2 * c2)
+        # A nearly flat parabola (noisy losses that barely differ) puts its vertex any number
+        # of decades away; 10**x_opt would overflow or underflow to N = 0 and divide by it.
+        if not np.isfinite(x_opt) or abs(x_opt - x.mean()) > FAR_DECADES:
+            problems.append(f"at C = {c:.3g} the parabola is nearly flat: its minimum lies more "
+                            f"than {FAR_DECADES} decades of N from the budget's sizes")
+            continue
+        n_opt = float(10 ** x_opt)
         lo, hi = float(N[g].min()), float(N[g].max())
         inside = lo <= n_opt <= hi
         if not inside:

@@ -223,7 +223,8 @@ def _heldout(law: str, pts: Reduced, held: np.ndarray | None, d_star, what: str)
     those on the frontier of all runs. Scored on others, it would be blamed for what it leaves
     out (the D, a badly sized model)."""
     if held is None:
-        return Heldout(reason="too few runs or budgets to hold the largest-compute runs out")
+        return Heldout(reason="no held-out split (too few runs or budgets to hold the "
+                              "largest-compute runs out, or none asked for)")
     idx = select_for_law(law, pts, ~held, d_star)
     why = why_not(law, pts, idx, what + " outside the held-out set")
     h = np.flatnonzero(held)
@@ -264,20 +265,25 @@ def fit_runs(runs: Runs, *, laws=None, reduce_how: str = "best", bootstrap: int 
              loss_column: str = "", skipped: tuple[Skipped, ...] = (),
              cost: dict[str, CostFit] | None = None, floor: Floor | None = None,
              notes: tuple[str, ...] = (), model_kind: str | None = None,
-             workers: int | None = 1) -> FitResult:
+             workers: int | None = 1, heldout: bool = True) -> FitResult:
     """Fit every requested law (default: all the data supports). A law that cannot be fitted
     is in `not_fitted` with the reason; the caller decides whether that is an error.
 
     Pure (no file I/O). `workers` > 1 fits the bootstrap resamples in that many processes
     (None: `robust.default_workers`); the result does not depend on it. Processes start from a
     fork server, which imports the caller's main module: a script that calls this with
-    workers != 1 needs the usual `if __name__ == "__main__":` guard."""
+    workers != 1 needs the usual `if __name__ == "__main__":` guard.
+
+    `heldout=False` skips the held-out split and its refit (no law is scored, and each says
+    so): for callers that read only the point fit and its intervals, such as the planner's
+    simulated sweeps, where that refit from the grid of starts is a third of the CPU time."""
     pts = reduce(runs, reduce_how)
     C, D = pts.col("C"), pts.col("D")
     has_c = np.isfinite(C)
     key = C if has_c.all() else pts.col("N")
-    held = select.heldout_mask(key, min_fit=3)
-    rule = ("the runs at the largest compute (whole FLOP budgets, at least "
+    held = select.heldout_mask(key, min_fit=3) if heldout else None
+    rule = ("none: fit_runs(heldout=False) scores no law" if not heldout else
+            "the runs at the largest compute (whole FLOP budgets, at least "
             f"{100 * select.HELDOUT_FRAC:.0f}% of the points; a law of N is scored on those "
             "at its D, the compute law on those on the frontier)"
             if has_c.all() else "the runs at the largest N (C is not known for every point)")
