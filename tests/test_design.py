@@ -431,6 +431,34 @@ def test_a_design_beyond_the_priors_fitted_runs_is_noted(pilot):
     assert design.extrapolation(replace(prior, extent=None), far) == ""
 
 
+def test_the_plan_stays_within_the_priors_fit_where_it_can(pilot):
+    """A pilot's law says nothing beyond its runs: each candidate is capped to stay within 2x
+    of them (spending less than the budget), one that still reaches past them is marked ^, and
+    the best is chosen among the others (README, "Planning a sweep": the design chosen without
+    this rule came out 12-19x wider than predicted on the facts language)."""
+    _, fit = pilot
+    prior = design.prior_from_fit(fit, from_dict(BASE), name="pilot")
+    table = design.size_table(prior.base)
+    cost = design.cost_model()
+    budget = design.Budget(flops=3e13)
+    free = design.size_design(design.CANDIDATES[1], table, prior.params, budget, cost)
+    capped = design.size_design(design.CANDIDATES[1], table, prior.params, budget, cost,
+                                prior.extent)
+    assert design.beyond_fit(prior, free) and not design.beyond_fit(prior, capped)
+    assert capped.flops < free.flops <= budget.amount
+    for k in ("N", "D"):
+        assert max(getattr(p, k) for p in capped.points) <= 2 * prior.extent[k][1]
+    # the widest bracket reaches below the pilot's runs whatever the cap: marked, not chosen
+    specs = (design.CANDIDATES[3], design.CANDIDATES[1])
+    p = design.plan(prior, design.parse_target("exponents"), budget, cost=cost, specs=specs,
+                    sims=6, bootstrap=8, jobs=1)
+    wide, narrow = p.evaluations
+    assert wide.score < narrow.score  # the wide design alone would have been chosen
+    assert design.beyond_fit(prior, wide.design) and p.best == 1
+    text = design.describe(p, cost)
+    assert " ^ " in text and "the best is chosen among the others" in text
+
+
 def test_a_compared_config_is_its_planned_runs_with_repeats_as_the_fit_reduces_them(tmp_path):
     hand = with_overrides(from_dict(BASE), {"sweep.budgets": [1e11, 3e11],
                                             "sweep.grid": {"model.hidden_dim": [16, 32, 64],
