@@ -247,30 +247,6 @@ def measured_matmul_peak(device: torch.device, precision: str) -> float:
     return best
 
 
-def real_loop(cfg, device: torch.device):
-    """The real training step (`train.train_step` with the optimizer train_run builds), as
-    `bench.train._bare_loop`'s twin: `run(batches)` trains on them and waits for the device."""
-    from llmscale.model import build_model
-    from llmscale.train import _StatefulForward, make_optimizer, train_step
-
-    torch.manual_seed(0)
-    model = build_model(cfg).to(device)
-    fwd, opt = _StatefulForward(model), make_optimizer(model, cfg, device)
-    precision = hw.resolve_precision(cfg.train.precision, device)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
-    state = model.init_state(cfg.train.batch_size, device)
-
-    def run(bs):
-        nonlocal state
-        for x, y in bs:
-            loss, _, state = train_step(fwd, opt, x, y, state, micro=x.shape[0],
-                                        grad_clip=cfg.train.grad_clip, precision=precision,
-                                        scaler=scaler)
-        float(loss)  # waits for the device, as a logging step does
-
-    return run
-
-
 def steady_windows(loops: dict, batches: list, min_s: float, rounds: int = 3) -> dict:
     """Steps per second of each loop in `loops` ({name: run(batches)}): first a warm-up (at
     least 5 steps and 0.5 s: kernel choice, allocator, optimizer state), then `rounds` timed
@@ -321,8 +297,8 @@ def check_throughput(device: str, kind: str, sizes: list[int], min_s: float) -> 
                                  f"train.precision={precision}"])
         fpt = flops_per_token(vocab, cfg.model, seq_len)
         batches = bench._batches(vocab, batch, seq_len, 4 if kind == "cuda" else 1, dev)
-        rates = steady_windows({"real": real_loop(cfg, dev), "bare": bench._bare_loop(cfg, dev)},
-                               batches, min_s)
+        rates = steady_windows({"real": bench.real_loop(cfg, dev),
+                                "bare": bench._bare_loop(cfg, dev)}, batches, min_s)
         tps = max(rates["real"]) * batch * seq_len
         bare = max(rates["bare"]) * batch * seq_len
         allowed = band(kind, spread(rates["bare"]))
@@ -379,7 +355,7 @@ def check_small_step(device: str, kind: str) -> None:
                              "model.embedding_dim=128", "train.batch_size=32", "train.seq_len=64",
                              f"train.precision={precision}"])
     batches = bench._batches(384, 32, 64, 4, dev)
-    run = real_loop(cfg, dev)
+    run = bench.real_loop(cfg, dev)
     for _ in range(5):
         run(batches)  # warm-up
     steps = 40 if dev.type == "cuda" else 8
@@ -428,7 +404,7 @@ def check_packing(device: str, kind: str, work: Path, min_train_s: float) -> Non
                                    "name=gpu_check_packing"]
     # Tokens per run from this device's steady rate at that shape, so each trains long enough.
     probe = load_config(None, sets + [f"train.precision={precision}"])
-    rate = max(steady_windows({"real": real_loop(probe, dev)},
+    rate = max(steady_windows({"real": bench.real_loop(probe, dev)},
                               bench._batches(sh["vocab"], sh["batch"], sh["seq_len"], 4, dev),
                               0.5, rounds=1)["real"])
     steps = math.ceil(1.25 * min_train_s * rate)  # 25% over: a run alone slows a little

@@ -41,7 +41,10 @@ def _batches(vocab: int, batch: int, seq_len: int, n: int, device) -> list[tuple
              torch.randint(0, vocab, (batch, seq_len), generator=g).to(device)) for _ in range(n)]
 
 
-def _time_real(cfg, batches, device) -> float:
+def real_loop(cfg, device):
+    """The real training step (`train.train_step` with the optimizer train_run builds), as
+    `_bare_loop`'s twin: returns `run(batches)`, which trains on them and waits for the device
+    at the end, as a logging step does. scripts/gpu_check.py times it too."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     fwd = _StatefulForward(model)
@@ -58,7 +61,11 @@ def _time_real(cfg, batches, device) -> float:
                                         scaler=scaler)
         float(loss.detach())  # one sync at the end, as at a logging step
 
-    return _timed(run, batches, device)
+    return run
+
+
+def _time_real(cfg, batches, device) -> float:
+    return _timed(real_loop(cfg, device), batches, device)
 
 
 def _bare_loop(cfg, device):

@@ -92,12 +92,7 @@ def _term_interval(entry: LawFit, t) -> tuple[float, float] | None:
         return None
     with np.errstate(all="ignore"):
         v = np.array([s[t.coef] * at ** -s[t.exponent] for s in samples])
-    v = v[np.isfinite(v)]
-    if len(v) < 2:
-        return None
-    q = 100 * (1 - entry.ci_level) / 2
-    lo, hi = np.percentile(v, [q, 100 - q])
-    return float(lo), float(hi)
+    return _percentiles(v, entry.ci_level)
 
 
 def assess_law(entry: LawFit, floor: float | None) -> tuple[str, ...]:
@@ -185,11 +180,16 @@ def _interval(entry: LawFit, **inputs) -> tuple[float, float] | None:
         return None
     with np.errstate(all="ignore"):
         preds = np.array([float(predict(entry.law, s, **inputs)) for s in samples])
-    preds = preds[np.isfinite(preds)]
-    if len(preds) < 2:
+    return _percentiles(preds, entry.ci_level)
+
+
+def _percentiles(v: np.ndarray, ci_level: float) -> tuple[float, float] | None:
+    """The central ci_level interval of the finite values (None with fewer than 2)."""
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
         return None
-    q = 100 * (1 - entry.ci_level) / 2
-    lo, hi = np.percentile(preds, [q, 100 - q])
+    q = 100 * (1 - ci_level) / 2
+    lo, hi = np.percentile(v, [q, 100 - q])
     return float(lo), float(hi)
 
 
