@@ -282,6 +282,20 @@ def test_bootstrap_does_not_depend_on_the_worker_count(tmp_path):
     assert len(one.laws["chinchilla"].samples) == 40 - one.laws["chinchilla"].failed_resamples
 
 
+def test_fit_does_not_depend_on_the_order_of_the_runs(tmp_path):
+    """results.csv lists runs as they finished, which varies with the workers' timing: the same
+    records in another order give the same fit, resamples and all (the quickstart's beta once
+    read [0.33, 1.02] in one order and [0.076, 1.05] in another)."""
+    rows = _law_rows(np.logspace(5, 7, 5), np.logspace(8, 10, 4), noise=0.01)
+    _write_csv(tmp_path / "results.csv", rows, EXPORT_COLUMNS)
+    runs = _runs_from(tmp_path / "results.csv")
+    shuffled = runs.take(np.random.default_rng(1).permutation(len(runs.run_id)))
+    assert shuffled.run_id != runs.run_id
+    one = fit_runs(runs, laws=["chinchilla"], bootstrap=30, workers=1)
+    two = fit_runs(shuffled, laws=["chinchilla"], bootstrap=30, workers=1)
+    assert one.to_json() == two.to_json()
+
+
 def test_reduction_key_always_holds_n_and_d():
     """Runs given one coarse shape (a caller without shape columns) are still reduced per N and
     D: two models never merge."""
