@@ -21,19 +21,18 @@ them is trained, by simulation:
 
 Pure over fit/, the estimator (llmscale.sweep.estimate) and config, except the section that
 reads priors from disk (`load_prior`); imports no CLI. The simulated fits run in worker
-processes with single-threaded BLAS (`_single_thread_blas`): L-BFGS-B on a 5-parameter law
-calls BLAS on tiny arrays, and OpenBLAS's threads then cost far more than the arithmetic.
+processes, each with BLAS on one thread as every `fit_runs` runs it (`fit.robust.serial_blas`):
+L-BFGS-B on a 5-parameter law calls BLAS on tiny arrays, and OpenBLAS's threads then cost far
+more than the arithmetic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import multiprocessing
-import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
@@ -1015,28 +1014,6 @@ def summarise(design: Design, target: Target, results: list[SimResult], seconds:
     return Evaluation(design, widths, coverage, failed, len(results), seconds, spend)
 
 
-BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-@contextlib.contextmanager
-def _single_thread_blas() -> Iterator[None]:
-    """One BLAS thread in the worker processes started inside this block. Measured on the
-    2-core box under load (README, "Planning a sweep"): a simulated fit takes 10-70x longer
-    with OpenBLAS's default threads, since L-BFGS-B calls BLAS on arrays of a few elements.
-    A process reads the variables when it loads BLAS, so they must be set before a worker
-    starts (spawned: a fresh interpreter); they are restored afterwards."""
-    saved = {k: os.environ.get(k) for k in BLAS_THREAD_VARS}
-    os.environ.update(dict.fromkeys(BLAS_THREAD_VARS, "1"))
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def simulate_all(designs: list[Design], prior: Prior, target: Target, *, sims: int = SIMS,
                  bootstrap: int = SIM_BOOTSTRAP, jobs: int = 1, seed: int = 0,
                  progress: Callable[[int, int], None] | None = None) -> list[list[SimResult]]:
@@ -1058,8 +1035,9 @@ def simulate_all(designs: list[Design], prior: Prior, target: Target, *, sims: i
             tasks.append(SimTask(di, si, arrays, theta, prior.noise, target, bootstrap, seed))
     results: list[SimResult] = []
     jobs = max(1, min(jobs, len(tasks)))
-    # spawned, not forked: a forked worker would inherit the parent's BLAS threads
-    with _single_thread_blas(), ProcessPoolExecutor(
+    # spawned, not forked: a forked worker would inherit the parent's BLAS threads; each fit
+    # runs BLAS on one thread (fit_runs: fit.robust.serial_blas)
+    with ProcessPoolExecutor(
             jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
             for r in pool.map(simulate, tasks, chunksize=max(1, len(tasks) // (8 * jobs))):

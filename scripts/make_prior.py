@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-
-# One BLAS thread: the fitter's L-BFGS-B on tiny arrays is far slower with OpenBLAS's threads
-# (set before numpy loads; see llmscale.design._pool).
-for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(var, "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 

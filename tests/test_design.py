@@ -45,10 +45,9 @@ def known_prior(**kw) -> design.Prior:
 
 
 def in_worker(fn, *args):
-    """fn(*args) in a spawned process with one BLAS thread, as the planner runs its fits: in
-    this process, where BLAS already runs its threads, the fitter's L-BFGS-B on tiny arrays is
-    many times slower (llmscale.design._single_thread_blas)."""
-    with design._single_thread_blas(), ProcessPoolExecutor(
+    """fn(*args) in a spawned process, as the planner runs its fits (fit_runs runs BLAS on
+    one thread there as anywhere: fit.robust.serial_blas)."""
+    with ProcessPoolExecutor(
             1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(fn, *args).result()
 
@@ -162,7 +161,7 @@ def test_simulation_recovers_a_known_laws_interval_widths():
     D = np.array([a.tokens for a in accs], dtype=float)
     fpt = np.array([a.flops_per_token for a in accs], dtype=float)
     tasks = [(N, D, fpt, seed) for seed in range(REF)]
-    with design._single_thread_blas(), ProcessPoolExecutor(
+    with ProcessPoolExecutor(
             2, mp_context=multiprocessing.get_context("spawn")) as pool:
         ref = list(pool.map(_reference_widths, tasks))
     ratios = []

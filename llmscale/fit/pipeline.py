@@ -288,11 +288,14 @@ def fit_runs(runs: Runs, *, laws=None, reduce_how: str = "best", bootstrap: int 
     has_c = np.isfinite(C)
     key = C if has_c.all() else pts.col("N")
     held = select.heldout_mask(key, min_fit=3) if heldout else None
-    rule = ("none: fit_runs(heldout=False) scores no law" if not heldout else
-            "the runs at the largest compute (whole FLOP budgets, at least "
-            f"{100 * select.HELDOUT_FRAC:.0f}% of the points; a law of N is scored on those "
-            "at its D, the compute law on those on the frontier)"
-            if has_c.all() else "the runs at the largest N (C is not known for every point)")
+    if not heldout:
+        rule = "none: fit_runs(heldout=False) scores no law"
+    elif has_c.all():
+        rule = ("the runs at the largest compute (whole FLOP budgets, at least "
+                f"{100 * select.HELDOUT_FRAC:.0f}% of the points; a law of N is scored on those "
+                "at its D, the compute law on those on the frontier)")
+    else:
+        rule = "the runs at the largest N (C is not known for every point)"
     d_star = select.common_d(D, pts.col("N"))
     floor_value = None if floor is None else floor.in_units(loss_column)
     out_laws, not_fitted = {}, {}
